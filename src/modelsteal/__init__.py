@@ -1,0 +1,1 @@
+from modelsteal._version import __version__

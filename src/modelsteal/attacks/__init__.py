@@ -1,0 +1,31 @@
+"""Attacks: query strategies, recoveries and substitute trainers wired into recipes."""
+
+from modelsteal.attacks._base import (
+    RECOVERIES,
+    STRATEGIES,
+    AttackState,
+    Proposal,
+    QueryStrategy,
+    Recovery,
+)
+from modelsteal.attacks._extract import ExtractionResult, Recipe, extract
+from modelsteal.attacks.recipes import RECIPES, build_recipe
+from modelsteal.attacks.strategies import RandomPool
+from modelsteal.attacks.training import SubstituteTrainer, default_architecture
+
+__all__ = [
+    "RECIPES",
+    "RECOVERIES",
+    "STRATEGIES",
+    "AttackState",
+    "ExtractionResult",
+    "Proposal",
+    "QueryStrategy",
+    "RandomPool",
+    "Recipe",
+    "Recovery",
+    "SubstituteTrainer",
+    "build_recipe",
+    "default_architecture",
+    "extract",
+]

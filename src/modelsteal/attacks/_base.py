@@ -1,0 +1,75 @@
+"""The parts an attack is composed of, and the state they share.
+
+An attack recipe = a query strategy (what to ask) + a recovery (what to make of the answers) + a
+substitute trainer (how to fit the copy). :func:`modelsteal.attacks.extract` runs any recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelsteal._registry import Registry
+
+
+@dataclass
+class AttackState:
+    """What the attacker knows so far. Strategies read it; only :func:`extract` writes it.
+
+    ``pool`` is the attacker's unlabelled natural data (may be empty for synthetic strategies);
+    ``used`` marks the pool rows already queried. ``substitute`` is the latest trained copy, or
+    None before the first round.
+    """
+
+    pool: np.ndarray
+    n_classes: int
+    input_shape: tuple[int, ...]
+    domain: tuple[float, float] | None = None
+    used: np.ndarray = field(init=False)
+    queried_x: list[np.ndarray] = field(default_factory=list)
+    responses: list[np.ndarray] = field(default_factory=list)
+    substitute: Any = None
+
+    def __post_init__(self) -> None:
+        self.used = np.zeros(len(self.pool), dtype=bool)
+
+    @property
+    def n_queried(self) -> int:
+        return sum(len(b) for b in self.queried_x)
+
+    @property
+    def unused(self) -> np.ndarray:
+        """Indices of pool rows not yet queried."""
+        return np.flatnonzero(~self.used)
+
+    def inputs(self) -> np.ndarray:
+        return np.concatenate(self.queried_x)
+
+    def answers(self) -> np.ndarray:
+        return np.concatenate(self.responses)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Inputs a strategy wants to query; ``pool_index`` names their pool rows when they have any."""
+
+    x: np.ndarray
+    pool_index: np.ndarray | None = None
+
+
+class QueryStrategy(Protocol):
+    """Chooses the next ``n`` inputs to query."""
+
+    name: str
+
+    def propose(self, state: AttackState, n: int, rng: np.random.Generator) -> Proposal: ...
+
+
+Recovery = Callable[[np.ndarray], np.ndarray]
+"""Maps a batch of returned vectors ŷ to the training targets ỹ (rows on the simplex)."""
+
+STRATEGIES: Registry[Callable[..., QueryStrategy]] = Registry("query strategy")
+RECOVERIES: Registry[Callable[..., Recovery]] = Registry("recovery")

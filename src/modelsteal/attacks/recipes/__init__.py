@@ -1,0 +1,21 @@
+"""Attack recipes, one small file per paper, registered by name in :data:`RECIPES`.
+
+A recipe file defines ``build(**params) -> Recipe`` and registers it under the paper's name
+(``method_author_year``) and, where it helps, a short alias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelsteal._registry import Registry
+from modelsteal.attacks._extract import Recipe
+
+RECIPES: Registry[Callable[..., Recipe]] = Registry("recipe")
+
+from modelsteal.attacks.recipes import knockoff_orekondy_2019  # noqa: E402,F401  (registers)
+
+
+def build_recipe(name: str, **params) -> Recipe:
+    """Build the recipe registered as ``name`` with ``params``."""
+    return RECIPES.get(name)(**params)

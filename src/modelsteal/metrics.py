@@ -1,0 +1,79 @@
+"""Pure metric functions: arrays in, numbers out.
+
+Functions that compare predictions accept either (n,) integer labels or (n, C) score rows (the
+argmax is taken); functions on distributions take (n, C) probability rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelsteal.errors import InputValidationError
+
+
+def _labels(a: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim == 2:
+        return arr.argmax(axis=1)
+    if arr.ndim == 1:
+        return arr.astype(np.int64, copy=False)
+    raise InputValidationError(
+        f"{name} must be (n,) labels or (n, C) scores. Got shape {arr.shape} instead."
+    )
+
+
+def _pair_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    la, lb = _labels(a, names[0]), _labels(b, names[1])
+    if la.shape != lb.shape:
+        raise InputValidationError(
+            f"{names[0]} and {names[1]} must describe the same samples. Got {la.shape[0]} and "
+            f"{lb.shape[0]} rows."
+        )
+    if la.size == 0:
+        raise InputValidationError(f"{names[0]} is empty; a metric needs at least one sample.")
+    return la, lb
+
+
+def _pair_probs(p: np.ndarray, q: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.ndim != 2 or p.shape != q.shape:
+        raise InputValidationError(
+            f"{names[0]} and {names[1]} must be (n, C) arrays of the same shape. Got {p.shape} "
+            f"and {q.shape}."
+        )
+    if p.size == 0:
+        raise InputValidationError(f"{names[0]} is empty; a metric needs at least one sample.")
+    return p, q
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of samples whose predicted label equals the true label."""
+    t, p = _pair_labels(y_true, y_pred, ("y_true", "y_pred"))
+    return float(np.mean(t == p))
+
+
+def fidelity(substitute: np.ndarray, target: np.ndarray) -> float:
+    """Top-1 agreement between a substitute's and the target's predictions on the same inputs."""
+    s, t = _pair_labels(substitute, target, ("substitute", "target"))
+    return float(np.mean(s == t))
+
+
+def l1_distances(clean: np.ndarray, returned: np.ndarray) -> np.ndarray:
+    """Per-row ℓ1 distance ‖y − ŷ‖₁ between clean and returned probability vectors."""
+    p, q = _pair_probs(clean, returned, ("clean", "returned"))
+    return np.abs(p - q).sum(axis=1)
+
+
+def l1_distortion(clean: np.ndarray, returned: np.ndarray) -> dict[str, float]:
+    """Mean and max ℓ1 distortion a defense introduces (``{"mean": …, "max": …}``)."""
+    d = l1_distances(clean, returned)
+    return {"mean": float(d.mean()), "max": float(d.max())}
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, *, eps: float = 1e-12) -> float:
+    """Mean over rows of KL(p ‖ q) in nats; ``q`` is clipped at ``eps`` to stay finite."""
+    p, q = _pair_probs(p, q, ("p", "q"))
+    q = np.clip(q, eps, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(np.clip(p, eps, None)) - np.log(q)), 0.0)
+    return float(terms.sum(axis=1).mean())

@@ -1,0 +1,82 @@
+"""Loading a saved model file as a :class:`Target`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelsteal.errors import InvalidParameterError
+from modelsteal.targets._adapters import OnnxTarget, SklearnTarget, TorchTarget
+from modelsteal.targets._base import BaseTarget
+
+SUFFIXES = {
+    ".pt": "torch",
+    ".pth": "torch",
+    ".onnx": "onnx",
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".pickle": "sklearn",
+}
+
+
+def load_target(
+    path: str | Path, *, input_shape: Sequence[int] | None = None, batch_size: int = 512
+) -> BaseTarget:
+    """Open a model file as a target, choosing the adapter by the file's suffix.
+
+    - ``.pt`` / ``.pth``: a modelsteal bundle (``modelsteal train``), or a TorchScript module
+      (``torch.jit.save``; pass ``input_shape``) that returns logits.
+    - ``.onnx``: run with onnxruntime.
+    - ``.joblib`` / ``.pkl``: a fitted scikit-learn classifier. Unpickling runs code from the
+      file: only open files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at {path}.")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidParameterError(
+            f"Cannot tell the model format of {path.name}: known suffixes are "
+            f"{', '.join(sorted(SUFFIXES))}."
+        )
+    if kind == "onnx":
+        return OnnxTarget(path, input_shape=input_shape)
+    if kind == "sklearn":
+        import joblib
+
+        return SklearnTarget(joblib.load(path), input_shape=input_shape)
+    return _load_torch(path, input_shape=input_shape, batch_size=batch_size)
+
+
+def _load_torch(
+    path: Path, *, input_shape: Sequence[int] | None, batch_size: int
+) -> TorchTarget:
+    import torch
+
+    from modelsteal.models import load_model
+    from modelsteal.models._io import is_bundle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        obj = None
+    if is_bundle(obj):
+        model, info = load_model(path)
+        return TorchTarget(
+            model,
+            input_shape=input_shape or info.input_shape,
+            n_classes=info.n_classes,
+            batch_size=batch_size,
+        )
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise InvalidParameterError(
+            f"{path} is neither a modelsteal bundle nor a TorchScript module ({exc}). Save "
+            "plain torch models with torch.jit.save(torch.jit.script(model), path)."
+        ) from None
+    if input_shape is None:
+        raise InvalidParameterError(
+            f"{path} is a TorchScript module: pass input_shape=(...) (one example's shape)."
+        )
+    return TorchTarget(module, input_shape=input_shape, batch_size=batch_size)
