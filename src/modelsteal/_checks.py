@@ -93,14 +93,16 @@ def check_shape(shape: Any, *, name: str, owner: str) -> tuple[int, ...]:
 def check_inputs(
     x: Any, *, input_shape: Sequence[int], where: str, dtype: Any = np.float32
 ) -> np.ndarray:
-    """Validate a query batch: shape ``(n, *input_shape)``, numeric, finite; return a copy-free view.
+    """Validate a query batch: shape ``(n, *input_shape)``, numeric, finite; return it as float32.
 
     A single example with exactly ``input_shape`` is not accepted silently: batches are explicit.
     """
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
-        raise InputValidationError(f"{where}: inputs could not be read as an array ({exc}).") from None
+        raise InputValidationError(
+            f"{where}: inputs could not be read as an array ({exc})."
+        ) from None
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):

@@ -8,7 +8,7 @@ from modelsteal.attacks._base import (
     QueryStrategy,
     Recovery,
 )
-from modelsteal.attacks._extract import ExtractionResult, Recipe, extract
+from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extract
 from modelsteal.attacks.recipes import RECIPES, build_recipe
 from modelsteal.attacks.strategies import RandomPool
 from modelsteal.attacks.training import SubstituteTrainer, default_architecture
@@ -19,6 +19,7 @@ __all__ = [
     "STRATEGIES",
     "AttackState",
     "ExtractionResult",
+    "Progress",
     "Proposal",
     "QueryStrategy",
     "RandomPool",

@@ -67,6 +67,9 @@ class QueryStrategy(Protocol):
 
     def propose(self, state: AttackState, n: int, rng: np.random.Generator) -> Proposal: ...
 
+    # Optional: ``max_queries(state) -> int`` for strategies that can only ask so many (a pool
+    # strategy never asks a row twice); extract() checks it before spending anything.
+
 
 Recovery = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of returned vectors ŷ to the training targets ỹ (rows on the simplex)."""

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -110,6 +109,13 @@ def extract(
         input_shape=tuple(target.input_shape),
         domain=domain,
     )
+    limit = getattr(recipe.strategy, "max_queries", None)
+    if limit is not None and budget > limit(state):
+        raise InvalidParameterError(
+            f"The attacker pool has {limit(state)} rows, fewer than the budget of {budget} "
+            f"queries that {recipe.name} would ask (each pool row is asked at most once). "
+            "Lower the budget or give a larger pool."
+        )
     oracle = budgeted(target, budget)
     history: list[dict[str, float]] = []
     for step, point in enumerate(points):
@@ -151,5 +157,3 @@ def extract(
         responses=state.answers(),
         seed=seed,
     )
-
-

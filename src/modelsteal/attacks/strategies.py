@@ -17,6 +17,10 @@ class RandomPool:
 
     name: str = "random"
 
+    def max_queries(self, state: AttackState) -> int:
+        """Each pool row is asked at most once."""
+        return len(state.pool)
+
     def propose(self, state: AttackState, n: int, rng: np.random.Generator) -> Proposal:
         unused = state.unused
         if n > len(unused):

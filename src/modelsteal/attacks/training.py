@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,7 +29,7 @@ class SubstituteTrainer:
 
     arch: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
-    config: TrainConfig = TrainConfig(epochs=20, batch_size=64, lr=1e-3)
+    config: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
     min_steps: int = 500
 
     def architecture(self, input_shape: Sequence[int]) -> str:

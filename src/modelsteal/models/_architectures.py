@@ -1,6 +1,7 @@
 """Small architectures for targets and substitutes, registered by name.
 
-Each entry is a factory ``build(input_shape, n_classes, **params) -> nn.Module`` that returns logits.
+Each entry is a factory ``build(input_shape, n_classes, **params) -> nn.Module``; the module
+returns logits.
 """
 
 from __future__ import annotations

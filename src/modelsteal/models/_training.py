@@ -112,6 +112,8 @@ def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 1024) ->
     outs = []
     with torch.no_grad():
         for start in range(0, len(X), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(X[start : start + batch_size], np.float32))
+            chunk = torch.from_numpy(
+                np.ascontiguousarray(X[start : start + batch_size], np.float32)
+            )
             outs.append(torch.softmax(model(chunk).double(), dim=1).numpy())
     return np.concatenate(outs, axis=0)

@@ -65,7 +65,11 @@ class TorchTarget(BaseTarget):
             raise InvalidParameterError(
                 f"TorchTarget needs a torch.nn.Module. Got {type(module).__name__} instead."
             )
-        self.module = module.eval()
+        try:
+            module.eval()
+        except NotImplementedError:  # torch.export modules are fixed in their exported mode
+            pass
+        self.module = module
         self.input_shape = check_shape(input_shape, name="input_shape", owner="TorchTarget")
         self._output = check_choice(
             output, name="output", owner="TorchTarget", choices=("probabilities", "logits")
@@ -178,9 +182,7 @@ class OnnxTarget(BaseTarget):
         self.input_shape = check_shape(input_shape, name="input_shape", owner="OnnxTarget")
         outputs = self.session.get_outputs()
         if output_name is None:
-            candidates = [
-                o.name for o in outputs if "float" in o.type or "double" in o.type
-            ]
+            candidates = [o.name for o in outputs if "float" in o.type or "double" in o.type]
             candidates = [n for n in candidates if "prob" in n.lower()] or candidates
             if not candidates:
                 raise InvalidParameterError(

@@ -34,8 +34,8 @@ class Target(Protocol):
 class ExplainableTarget(Target, Protocol):
     """A target that also answers gradient explanations.
 
-    ``explain(x)`` returns, for each row, the gradient of the predicted class's logit with respect to
-    the input, shape ``(n, *input_shape)``.
+    ``explain(x)`` returns, for each row, the gradient of the predicted class's logit with respect
+    to the input, shape ``(n, *input_shape)``.
     """
 
     def explain(self, x: np.ndarray) -> np.ndarray: ...
@@ -89,6 +89,4 @@ class BaseTarget(ABC):
         return check_probabilities(raw, n=len(batch), n_classes=self.n_classes, where=name)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(n_classes={self.n_classes}, input_shape={self.input_shape})"
-        )
+        return f"{type(self).__name__}(n_classes={self.n_classes}, input_shape={self.input_shape})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from modelsteal.targets._base import BaseTarget
 SUFFIXES = {
     ".pt": "torch",
     ".pth": "torch",
+    ".pt2": "export",
     ".onnx": "onnx",
     ".joblib": "sklearn",
     ".pkl": "sklearn",
@@ -26,6 +28,7 @@ def load_target(
 
     - ``.pt`` / ``.pth``: a modelsteal bundle (``modelsteal train``), or a TorchScript module
       (``torch.jit.save``; pass ``input_shape``) that returns logits.
+    - ``.pt2``: a ``torch.export`` program that returns logits (pass ``input_shape``).
     - ``.onnx``: run with onnxruntime.
     - ``.joblib`` / ``.pkl``: a fitted scikit-learn classifier. Unpickling runs code from the
       file: only open files you trust.
@@ -41,6 +44,15 @@ def load_target(
         )
     if kind == "onnx":
         return OnnxTarget(path, input_shape=input_shape)
+    if kind == "export":
+        import torch
+
+        if input_shape is None:
+            raise InvalidParameterError(
+                f"{path} is a torch.export program: pass input_shape=(...) (one example's shape)."
+            )
+        module = torch.export.load(str(path)).module()
+        return TorchTarget(module, input_shape=input_shape, batch_size=batch_size)
     if kind == "sklearn":
         import joblib
 
@@ -48,18 +60,18 @@ def load_target(
     return _load_torch(path, input_shape=input_shape, batch_size=batch_size)
 
 
-def _load_torch(
-    path: Path, *, input_shape: Sequence[int] | None, batch_size: int
-) -> TorchTarget:
+def _load_torch(path: Path, *, input_shape: Sequence[int] | None, batch_size: int) -> TorchTarget:
     import torch
 
     from modelsteal.models import load_model
     from modelsteal.models._io import is_bundle
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        obj = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns when it dispatches to TorchScript
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            obj = None
     if is_bundle(obj):
         model, info = load_model(path)
         return TorchTarget(
@@ -69,7 +81,9 @@ def _load_torch(
             batch_size=batch_size,
         )
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise InvalidParameterError(
             f"{path} is neither a modelsteal bundle nor a TorchScript module ({exc}). Save "

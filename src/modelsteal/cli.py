@@ -1,0 +1,320 @@
+"""The ``modelsteal`` command line. Thin: every command calls the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from modelsteal.errors import ModelStealError
+
+app = typer.Typer(
+    help="Measure and defend against model stealing.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Data sets: list and (opt-in) download.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        envvar="MODELSTEAL_DATA",
+        help="Folder with the data sets' files (default: $MODELSTEAL_DATA).",
+    ),
+]
+Seed = Annotated[int, typer.Option(help="Seed for every random choice.")]
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn modelsteal's errors into one clear line and exit code 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ModelStealError, FileNotFoundError) as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display fed by the library's ``progress(phase, done, total)`` callback."""
+    bars = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        label = {"query": "queries", "train": "rounds"}.get(phase, phase)
+        if phase not in tasks or bars.tasks[tasks[phase]].total != total:
+            tasks[phase] = bars.add_task(label, total=total)
+        bars.update(tasks[phase], completed=done)
+
+    with bars:
+        yield update
+
+
+def _history_table(title: str, curves: dict[str, Sequence[dict[str, float]]]) -> Table:
+    table = Table(title=title)
+    for col in ("attack", "queries", "accuracy", "fidelity", "train s"):
+        table.add_column(col, justify="left" if col == "attack" else "right")
+    for label, rows in curves.items():
+        for row in rows:
+            table.add_row(
+                label,
+                f"{int(row['queries'])}",
+                f"{row.get('accuracy', float('nan')):.4f}",
+                f"{row.get('fidelity', float('nan')):.4f}",
+                f"{row.get('train_seconds', 0.0):.1f}",
+            )
+    return table
+
+
+def _parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """``["hidden=[64,64]", "dropout=0.1"]`` → ``{"hidden": [64, 64], "dropout": 0.1}``."""
+    from modelsteal.errors import InvalidParameterError
+
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidParameterError(f"Parameters are KEY=VALUE. Got {pair!r} instead.")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/demo"),
+    seed: Seed = 0,
+) -> None:
+    """Train a target on scikit-learn's digits, steal it at 50–1000 queries, write a report."""
+    from modelsteal.workflows import run_demo
+
+    console.print("Training an MLP target on digits, then stealing it with KnockoffNets…")
+    with _progress() as progress:
+        result = run_demo(out, seed=seed, progress=progress)
+    console.print(f"target test accuracy: [bold]{result.target_accuracy:.4f}[/]")
+    console.print(_history_table("KnockoffNets against a digits MLP", result.curves))
+    for kind, path in result.paths.items():
+        console.print(f"{kind:>8}: {path}")
+
+
+@app.command()
+@_friendly
+def train(
+    data: Annotated[str, typer.Option(help="Data set name (see `list`) or a .csv/.npz file.")],
+    out: Annotated[Path, typer.Option(help="Where to save the model bundle (.pt).")],
+    model: Annotated[str, typer.Option(help="Architecture (see `list models`).")] = "auto",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Architecture parameter KEY=VALUE.")
+    ] = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: Seed = 0,
+    split_seed: Annotated[int, typer.Option(help="Seed of the data split.")] = 0,
+    pool_fraction: Annotated[
+        float, typer.Option(help="Share of training data kept for the attacker pool.")
+    ] = 0.5,
+    test_fraction: Annotated[
+        float, typer.Option(help="Test share when the data set has no test split.")
+    ] = 0.25,
+    max_train: Annotated[int | None, typer.Option(help="Cap on target-train rows.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV file.")] = "label",
+    data_dir: DataDir = None,
+) -> None:
+    """Train a target model on the target-train split and save it as a bundle."""
+    from modelsteal.models import TrainConfig
+    from modelsteal.workflows import SplitConfig, train_target
+
+    split = SplitConfig(
+        data=data,
+        split_seed=split_seed,
+        pool_fraction=pool_fraction,
+        test_fraction=test_fraction,
+        max_train=max_train,
+        label_column=label_column,
+        data_dir=data_dir,
+    )
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr)
+    with _progress() as progress:
+        trained = train_target(
+            split,
+            arch=model,
+            params=_parse_params(param),
+            config=config,
+            seed=seed,
+            out=out,
+            on_epoch=lambda epoch, loss: progress("epochs", epoch + 1, epochs),
+        )
+    console.print(
+        f"{trained.info.arch} on {data}: test accuracy [bold]{trained.test_accuracy:.4f}[/] "
+        f"→ saved to {trained.path}"
+    )
+
+
+@app.command()
+@_friendly
+def steal(
+    target: Annotated[Path, typer.Option(help="Model file: .pt bundle, .onnx or .joblib/.pkl.")],
+    budgets: Annotated[str, typer.Option(help="Query budgets, e.g. 1000,5000,10k.")] = "1000",
+    recipe: Annotated[str, typer.Option(help="Attack recipe (see `list recipes`).")] = "knockoff",
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data set or file (default: the one the target was trained on)."),
+    ] = None,
+    substitute: Annotated[str, typer.Option(help="Substitute architecture.")] = "auto",
+    epochs: Annotated[int, typer.Option(help="Substitute training epochs.")] = 20,
+    labels_only: Annotated[
+        bool, typer.Option("--labels-only", help="Target answers top-1 labels only.")
+    ] = False,
+    seed: Seed = 0,
+    split_seed: Annotated[int | None, typer.Option(help="Override the stored split seed.")] = None,
+    pool_fraction: Annotated[
+        float | None, typer.Option(help="Override the stored pool share.")
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Override the stored test share.")
+    ] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column of a CSV file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+    save_substitute: Annotated[
+        Path | None, typer.Option(help="Save the final substitute (.pt).")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Steal a saved target with an attack recipe at a schedule of budgets."""
+    from modelsteal.attacks.training import default_architecture
+    from modelsteal.models import ModelInfo, save_model
+    from modelsteal.reports import write_extraction_report
+    from modelsteal.targets import load_target
+    from modelsteal.workflows import parse_budgets, split_config_for
+    from modelsteal.workflows import steal as run_steal
+
+    schedule = parse_budgets(budgets)
+    split = split_config_for(
+        target,
+        overrides={
+            "data": data,
+            "split_seed": split_seed,
+            "pool_fraction": pool_fraction,
+            "test_fraction": test_fraction,
+            "label_column": label_column,
+        },
+        data_dir=data_dir,
+    )
+    splits = split.load(ood=None)
+    victim = load_target(target, input_shape=splits.input_shape)
+    with _progress() as progress:
+        result = run_steal(
+            victim,
+            splits,
+            recipe=recipe,
+            recipe_params={"substitute": substitute, "epochs": epochs},
+            budgets=schedule,
+            seed=seed,
+            labels_only=labels_only,
+            progress=progress,
+        )
+    label = f"{recipe}{', labels only' if labels_only else ''}"
+    curves = {label: result.history}
+    console.print(_history_table(f"{recipe} against {target.name} on {split.data}", curves))
+    if out is not None:
+        meta = {
+            "target": str(target),
+            "data": split.data,
+            "split_seed": split.split_seed,
+            "attacker_pool_rows": len(splits.attacker_pool),
+            "test_rows": len(splits.target_test),
+            "seed": seed,
+        }
+        for kind, path in write_extraction_report(
+            out, curves, meta=meta, title=f"{recipe} against {target.name}"
+        ).items():
+            console.print(f"{kind:>8}: {path}")
+    if save_substitute is not None:
+        arch = default_architecture(splits.input_shape) if substitute == "auto" else substitute
+        info = ModelInfo(
+            arch=arch,
+            input_shape=tuple(splits.input_shape),
+            n_classes=splits.n_classes,
+            metadata={**split.as_metadata(), "stolen_from": str(target), "queries": result.queries},
+        )
+        console.print(f"substitute → {save_model(save_substitute, result.substitute, info)}")
+
+
+@app.command("list")
+@_friendly
+def list_(
+    what: Annotated[
+        str | None, typer.Argument(help="datasets, models, recipes, strategies or recoveries.")
+    ] = None,
+) -> None:
+    """Show what each registry holds."""
+    from modelsteal.registries import REGISTRIES
+
+    names = [what] if what else list(REGISTRIES)
+    for name in names:
+        registry = REGISTRIES.get(name)
+        table = Table(title=name)
+        table.add_column("name")
+        table.add_column("description")
+        for key, obj in registry.items():
+            doc = getattr(obj, "description", None) or (getattr(obj, "__doc__", "") or "")
+            table.add_row(key, doc.strip().splitlines()[0] if doc.strip() else "")
+        console.print(table)
+
+
+@data_app.command("fetch")
+@_friendly
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Registered data set name.")],
+    data_dir: DataDir = None,
+    force: bool = False,
+) -> None:
+    """Download a data set's files from their canonical locations and verify checksums."""
+    from modelsteal.data import fetch_dataset
+    from modelsteal.errors import InvalidParameterError
+
+    if data_dir is None:
+        raise InvalidParameterError(
+            "Pass --data-dir (or set MODELSTEAL_DATA) to say where to save."
+        )
+    for path in fetch_dataset(name, data_dir=data_dir, force=force):
+        console.print(f"ok {path}")
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

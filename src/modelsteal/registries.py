@@ -1,0 +1,18 @@
+"""Every registry by its plural name, for the CLI's ``list`` command and config files."""
+
+from __future__ import annotations
+
+from modelsteal._registry import Registry
+from modelsteal.attacks import RECIPES, RECOVERIES, STRATEGIES
+from modelsteal.data import DATASETS
+from modelsteal.models import MODELS
+
+REGISTRIES: Registry[Registry] = Registry("registry")
+for _name, _registry in (
+    ("datasets", DATASETS),
+    ("models", MODELS),
+    ("recipes", RECIPES),
+    ("strategies", STRATEGIES),
+    ("recoveries", RECOVERIES),
+):
+    REGISTRIES.register(_name, _registry)
