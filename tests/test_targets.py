@@ -18,7 +18,7 @@ from modelsteal.errors import (
     QueryBudgetExceeded,
     TargetContractError,
 )
-from modelsteal.models import ModelInfo, save_model
+from modelsteal.models import ModelInfo, build_model, save_model
 from modelsteal.targets import (
     FunctionTarget,
     OnnxTarget,
@@ -279,6 +279,10 @@ def test_load_target_errors(tmp_path):
     (tmp_path / "m.xyz").write_text("x")
     with pytest.raises(InvalidParameterError, match="known suffixes"):
         load_target(tmp_path / "m.xyz")
+    info = ModelInfo(arch="mlp", input_shape=(64,), n_classes=10, params={"hidden": [64]})
+    bundle = save_model(tmp_path / "m.pt", build_model("mlp", (64,), 10, seed=0, hidden=[64]), info)
+    with pytest.raises(InvalidParameterError, match=r"takes inputs of shape \(64,\), not \(30,\)"):
+        load_target(bundle, input_shape=(30,))
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(InvalidParameterError, match="neither a modelsteal bundle nor"):
         load_target(tmp_path / "junk.pt")

@@ -157,6 +157,7 @@ def steal(
             f"The target answers {target.n_classes} classes but data set {splits.name!r} has "
             f"{splits.n_classes}."
         )
+    _check_class_order(target, splits)
     budgets = sorted(set(budgets))
     return extract(
         label_only(target) if labels_only else target,
@@ -170,6 +171,22 @@ def steal(
         domain=splits.domain,
         progress=progress,
     )
+
+
+def _check_class_order(target: Target, splits: Splits) -> None:
+    """A scikit-learn target's columns follow its ``classes_``; they must be the data's classes in
+    the data's order, else accuracy and fidelity would compare the wrong columns."""
+    classes = getattr(target, "classes", None)
+    if classes is None:
+        return
+    names = [str(c) for c in classes]
+    if names == [str(i) for i in range(len(names))]:
+        return  # labels already coded as 0..C-1
+    if names != [str(c) for c in splits.class_names]:
+        raise InvalidParameterError(
+            f"The target's classes {names} differ from the classes of data set {splits.name!r} "
+            f"{list(splits.class_names)}; train the model on the same labels."
+        )
 
 
 DEMO_BUDGETS = (50, 100, 200, 400, 700, 1000)

@@ -135,7 +135,7 @@ def extract(
             X, Y, input_shape=state.input_shape, n_classes=state.n_classes, seed=seed
         )
         record: dict[str, float] = {
-            "queries": float(oracle.spent),
+            "queries": oracle.spent,
             "train_seconds": time.perf_counter() - started,
         }
         if eval_x is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -127,8 +128,8 @@ class SklearnTarget(BaseTarget):
         self.estimator = estimator
         self.classes = np.asarray(classes)
         self.n_classes = check_int(len(classes), name="n_classes", owner="SklearnTarget", low=2)
+        n_features = getattr(estimator, "n_features_in_", None)
         if input_shape is None:
-            n_features = getattr(estimator, "n_features_in_", None)
             if n_features is None:
                 raise InvalidParameterError(
                     "SklearnTarget could not read n_features_in_ from the estimator; pass "
@@ -136,6 +137,12 @@ class SklearnTarget(BaseTarget):
                 )
             input_shape = (int(n_features),)
         self.input_shape = check_shape(input_shape, name="input_shape", owner="SklearnTarget")
+        if n_features is not None and math.prod(self.input_shape) != int(n_features):
+            raise InvalidParameterError(
+                f"The estimator takes {int(n_features)} features but input_shape "
+                f"{self.input_shape} has {math.prod(self.input_shape)}; the data does not fit "
+                "this model."
+            )
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         flat = x.reshape(len(x), -1).astype(np.float64)

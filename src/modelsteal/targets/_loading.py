@@ -74,9 +74,14 @@ def _load_torch(path: Path, *, input_shape: Sequence[int] | None, batch_size: in
             obj = None
     if is_bundle(obj):
         model, info = load_model(path)
+        if input_shape is not None and tuple(input_shape) != tuple(info.input_shape):
+            raise InvalidParameterError(
+                f"{path.name} takes inputs of shape {tuple(info.input_shape)}, not "
+                f"{tuple(input_shape)}; the data does not fit this model."
+            )
         return TorchTarget(
             model,
-            input_shape=input_shape or info.input_shape,
+            input_shape=info.input_shape,
             n_classes=info.n_classes,
             batch_size=batch_size,
         )
