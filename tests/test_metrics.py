@@ -53,3 +53,21 @@ def test_metric_errors():
         fidelity(np.array([], dtype=int), np.array([], dtype=int))
     with pytest.raises(InputValidationError, match=r"\(n,\) labels or \(n, C\) scores"):
         accuracy(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))
+
+
+def test_auroc_matches_brute_force_and_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from modelsteal.metrics import auroc, ood_auroc
+
+    rng = np.random.default_rng(0)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 30).astype(float)
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert auroc(pos, neg) == pytest.approx(brute)
+    labels = np.r_[np.ones(40), np.zeros(30)]
+    assert auroc(pos, neg) == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]))
+    confident = np.eye(3)[[0, 1, 2, 0]]
+    unsure = np.full((5, 3), 1 / 3)
+    assert ood_auroc(confident, unsure) == 1.0 and ood_auroc(unsure, confident) == 0.0
+    with pytest.raises(InputValidationError, match="same C"):
+        ood_auroc(confident, np.full((2, 4), 0.25))

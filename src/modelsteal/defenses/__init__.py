@@ -1,0 +1,36 @@
+"""Defenses: response perturbations registered by name, and the defended-target wrapper."""
+
+from modelsteal.defenses import basic
+from modelsteal.defenses._base import DEFENSES, DefendedTarget, Defense, build_defense, defended
+from modelsteal.defenses.basic import (
+    GaussianNoise,
+    HighConfidence,
+    NoDefense,
+    RandomNoise,
+    ReverseSigmoid,
+    Rounding,
+    Top1,
+    TopK,
+    project_l1_ball,
+)
+from modelsteal.defenses.evaluate import answer, evaluate_defense
+
+__all__ = [
+    "DEFENSES",
+    "DefendedTarget",
+    "Defense",
+    "GaussianNoise",
+    "HighConfidence",
+    "NoDefense",
+    "RandomNoise",
+    "ReverseSigmoid",
+    "Rounding",
+    "Top1",
+    "TopK",
+    "answer",
+    "basic",
+    "build_defense",
+    "defended",
+    "evaluate_defense",
+    "project_l1_ball",
+]
