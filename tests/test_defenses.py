@@ -169,7 +169,7 @@ def test_unknown_defense_lists_known_ones():
 
 
 def test_defended_target_is_a_target_and_composes(digits_mlp, digits):
-    X, y = digits
+    X, _ = digits
     target = TorchTarget(digits_mlp, input_shape=(64,))
     shielded = budgeted(defended(target, "top1"), 50)
     out = shielded.query(X[:30])

@@ -233,7 +233,7 @@ class HighConfidence(Defense):
 
 @DEFENSES.register("gaussian_noise")
 class GaussianNoise(Defense):
-    """The Adversarial Robustness Toolbox's GaussianNoise: add N(0, scale²), clip at 0, renormalise."""
+    """The Adversarial Robustness Toolbox's GaussianNoise: add N(0, scale²), clip, renormalise."""
 
     name = "gaussian_noise"
 
