@@ -172,3 +172,38 @@ def test_demo_writes_table_and_plot(tmp_path):
     assert len(rows) == 12
     best = max(float(r["fidelity"]) for r in rows)
     assert best > 0.9
+
+
+def test_defend_prints_and_writes_utility(tmp_path):
+    model = tmp_path / "target.pt"
+    result, out = invoke(
+        "train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", model
+    )
+    assert result.exit_code == 0, out
+    result, out = invoke(
+        "defend",
+        "--target",
+        model,
+        "--defense",
+        "reverse_sigmoid",
+        "--sweep",
+        "beta=0.0,0.5",
+        "--ood",
+        "none",
+        "--out",
+        tmp_path / "u",
+    )
+    assert result.exit_code == 0, out
+    rows = list(csv.DictReader((tmp_path / "u" / "utility.csv").open()))
+    assert [float(r["beta"]) for r in rows] == [0.0, 0.5]
+    assert float(rows[0]["max_l1"]) < 1e-9 < float(rows[1]["max_l1"])
+    assert rows[0]["protected_accuracy"] == rows[0]["clean_accuracy"]
+    result, out = invoke(
+        "defend", "--target", model, "--defense", "rounding", "--param", "decimals=-2"
+    )
+    assert result.exit_code == 2
+    assert "'decimals' parameter of Rounding must be an int in [0, 12]. Got -2" in " ".join(
+        out.split()
+    )
+    result, out = invoke("list", "defenses")
+    assert result.exit_code == 0 and "reverse_sigmoid" in out

@@ -270,6 +270,90 @@ def steal(
         console.print(f"substitute → {save_model(save_substitute, result.substitute, info)}")
 
 
+@app.command()
+@_friendly
+def defend(
+    target: Annotated[Path, typer.Option(help="Model file: .pt bundle, .onnx or .joblib/.pkl.")],
+    defense: Annotated[str, typer.Option(help="Defense name (see `list defenses`).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Defense parameter KEY=VALUE.")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="One parameter and its values, e.g. epsilon=0.25,0.5,1.")
+    ] = None,
+    ood: Annotated[
+        str, typer.Option(help="OOD set for the AUROC: 'default', a data set name, or 'none'.")
+    ] = "default",
+    data: Annotated[str | None, typer.Option(help="Data set (default: the target's).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column of a CSV file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for utility.csv/.md/.json.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Measure what a defense costs honest users: ℓ1 distortion, accuracy, OOD AUROC."""
+    from modelsteal.errors import InvalidParameterError
+    from modelsteal.reports import markdown_table, write_csv
+    from modelsteal.targets import load_target
+    from modelsteal.workflows import defend as run_defend
+    from modelsteal.workflows import split_config_for
+
+    split = split_config_for(
+        target, overrides={"data": data, "label_column": label_column}, data_dir=data_dir
+    )
+    splits = split.load(ood=None if ood == "none" else ood)
+    victim = load_target(target, input_shape=splits.input_shape)
+    sweep_values = None
+    if sweep:
+        key, sep, values = sweep.partition("=")
+        if not sep or not values:
+            raise InvalidParameterError(f"--sweep takes KEY=V1,V2,... Got {sweep!r} instead.")
+        sweep_values = {key: [json.loads(v) for v in values.split(",")]}
+    with console.status(f"evaluating {defense} on {len(splits.target_test)} test rows…"):
+        rows = run_defend(
+            victim, splits, defense=defense, params=_parse_params(param), sweep=sweep_values
+        )
+    columns = [
+        c
+        for c in (
+            *(sweep_values or {}),
+            "max_l1",
+            "mean_l1",
+            "clean_accuracy",
+            "protected_accuracy",
+            "argmax_kept",
+            "ood_auroc",
+            "clean_ood_auroc",
+            "centroids",
+        )
+        if any(c in r for r in rows)
+    ]
+    table = Table(title=f"{defense} in front of {target.name} ({split.data} test set)")
+    short = {
+        "max_l1": "max ℓ1",
+        "mean_l1": "mean ℓ1",
+        "clean_accuracy": "clean acc",
+        "protected_accuracy": "protected acc",
+        "argmax_kept": "argmax kept",
+        "ood_auroc": "OOD AUROC",
+        "clean_ood_auroc": "clean AUROC",
+    }
+    for col in columns:
+        table.add_column(short.get(col, col), justify="right")
+    for row in rows:
+        table.add_row(
+            *(
+                f"{row[c]:.4f}" if isinstance(row.get(c), float) else str(row.get(c, ""))
+                for c in columns
+            )
+        )
+    console.print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "utility.csv", rows, ["defense", *columns])
+        (out / "utility.md").write_text(markdown_table(rows, ["defense", *columns]))
+        (out / "utility.json").write_text(json.dumps(rows, indent=2, default=str))
+        console.print(f"written: {out}/utility.{{csv,md,json}}")
+
+
 @app.command("list")
 @_friendly
 def list_(

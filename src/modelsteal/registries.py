@@ -5,12 +5,14 @@ from __future__ import annotations
 from modelsteal._registry import Registry
 from modelsteal.attacks import RECIPES, RECOVERIES, STRATEGIES
 from modelsteal.data import DATASETS
+from modelsteal.defenses import DEFENSES
 from modelsteal.models import MODELS
 
 REGISTRIES: Registry[Registry] = Registry("registry")
 for _name, _registry in (
     ("datasets", DATASETS),
     ("models", MODELS),
+    ("defenses", DEFENSES),
     ("recipes", RECIPES),
     ("strategies", STRATEGIES),
     ("recoveries", RECOVERIES),

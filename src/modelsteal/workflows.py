@@ -189,6 +189,57 @@ def _check_class_order(target: Target, splits: Splits) -> None:
         )
 
 
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Replace values that name a model bundle (``*.pt``) by the loaded model, so that a config
+    file or the CLI can pass a defender's model (MAD's proxy, AM's misinformation model)."""
+    from modelsteal.models import load_model
+
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, str) and value.endswith((".pt", ".pth")):
+            value = load_model(value)[0]
+        out[key] = value
+    return out
+
+
+def defend(
+    target: Target,
+    splits: Splits,
+    *,
+    defense: str,
+    params: dict[str, Any] | None = None,
+    sweep: dict[str, Sequence[Any]] | None = None,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
+    """Utility of ``defense`` in front of ``target`` on the splits' test (and OOD) data.
+
+    ``sweep`` maps one parameter to the values to try (e.g. ``{"epsilon": [0.5, 1.0]}``); each
+    value gets a fresh defense (fresh state). Returns one row of plain values per setting.
+    """
+    from modelsteal.defenses import build_defense, evaluate_defense
+
+    base = resolve_params(dict(params or {}))
+    if sweep and len(sweep) > 1:
+        raise InvalidParameterError(f"Sweep one parameter at a time. Got {sorted(sweep)} instead.")
+    settings = [{}]
+    if sweep:
+        ((key, values),) = sweep.items()
+        settings = [{key: v} for v in values]
+    rows = []
+    for setting in settings:
+        built = build_defense(defense, **{**base, **setting})
+        row = evaluate_defense(
+            target,
+            built,
+            test_x=splits.target_test.X,
+            test_y=splits.target_test.y,
+            ood_x=None if splits.ood is None else splits.ood.X,
+            batch_size=batch_size,
+        )
+        rows.append({**row, **setting})
+    return rows
+
+
 DEMO_BUDGETS = (50, 100, 200, 400, 700, 1000)
 
 
