@@ -14,17 +14,29 @@ from modelsteal.defenses.basic import (
     project_l1_ball,
 )
 from modelsteal.defenses.evaluate import answer, evaluate_defense
+from modelsteal.defenses.modelguard_s import ModelGuardS
+from modelsteal.defenses.stores import (
+    CentroidStore,
+    CentroidStoreError,
+    MemoryCentroidStore,
+    SQLiteCentroidStore,
+)
 
 __all__ = [
     "DEFENSES",
+    "CentroidStore",
+    "CentroidStoreError",
     "DefendedTarget",
     "Defense",
     "GaussianNoise",
     "HighConfidence",
+    "MemoryCentroidStore",
+    "ModelGuardS",
     "NoDefense",
     "RandomNoise",
     "ReverseSigmoid",
     "Rounding",
+    "SQLiteCentroidStore",
     "Top1",
     "TopK",
     "answer",

@@ -1,0 +1,468 @@
+"""ModelGuard-S: ordered incremental quantization of predictions (Tang et al., 2024).
+
+Paper: "ModelGuard: Information-Theoretic Defense Against Model Extraction Attacks", USENIX
+Security 2024, Section 3.5 and Algorithm 1 (https://www.usenix.org/conference/usenixsecurity24/
+presentation/tang). Peer implementation: ``victim/quantize.py::incremental_kmeans`` with
+``ordered_quantization=True, optim=False``.
+
+**Algorithm 1.** Each class ``c`` keeps an ordered list of centroids. A clean row ``y`` with top-1
+class ``c`` is answered with the *first* centroid of ``c``'s list (in insertion order) within
+distance ε of ``y``; if there is none, ``y`` is appended to the list and returned. Because the list
+only grows at its end, a row that matched centroid ``k`` keeps matching ``k`` whatever is appended
+later: the same clean prediction always gets the same answer (Figure 2, d–f). The non-ordered
+variant (``ordered=False``) answers with the *nearest* centroid within ε instead; its answer to a
+repeated query changes when a nearer centroid is added later (Figure 2, a–c), which is the leak
+that m-QPI attackers exploit (Table 6). It is here for that ablation.
+
+Where this implementation departs from the paper, and why:
+
+- **Fixed precision.** Clean rows are rounded to ``precision`` decimals and renormalised before
+  lookup and insertion, so the centroids are deterministic functions of the predictions and are
+  stored exactly (float64 bytes). When rounding makes an earlier class tie with the top class,
+  the top entry is raised by one unit of the last decimal, so every centroid of class ``c`` has
+  ``argmax == c`` (numpy's first-index rule) and the argmax is preserved.
+- **Rounding alone does not absorb float noise.** The same input gives predictions that differ
+  by ~1e-7 between single and batched inference (and between BLAS builds); any rounding grid has
+  boundaries, and a value next to one rounds either way. More fundamentally, *no* deterministic
+  function of the noisy row can be insensitive to noise everywhere: its answer has to change
+  somewhere (at the ε-spheres around centroids), and a row sitting on such a boundary flips with
+  noise of any size. So the defense remembers those rows:
+
+  - ``tolerance`` τ is the per-entry noise we treat as "the same prediction"; after rounding, two
+    observations of one prediction differ by at most ``δ = 2τ + (C + 6)·10^-precision`` per entry,
+    and their distances to any centroid by at most ``ρ = C·δ`` (ℓ1; ``√C·δ`` for ℓ2).
+  - A row is *fragile* when a distance that decides its answer lies within ρ of the matching
+    radius (its answer's distance, or an earlier centroid's). Fragile rows are written to the
+    store as **pins** (row, answered rank). Every row is first looked up among the pins of its
+    class: the earliest pin within δ (ℓ∞) decides the answer. Non-fragile rows need no pin: every
+    row within ρ of them decides the same way.
+  - So every observation of a prediction gets the answer of its first observation, provided no
+    *other* prediction within ~3δ of it was pinned first (two predictions that close are
+    indistinguishable from noise; they may share one answer). Pins are rare (rows within ρ of a
+    sphere) and are state like the centroids: durable, ordered, atomic.
+  - The margin has a price of ~2ρ in ε: centroids match within ``ε − 2ρ`` (about ε − 4e-5 with
+    10 classes and the defaults), so the answer stays within ε of the *unrounded* clean row even
+    when it came from a pin — ``max_l1 = ε`` holds exactly.
+
+  The non-ordered variant writes no pins: its answers are not meant to be stable.
+
+**State.** Centroids and pins live in a :class:`~modelsteal.defenses.stores.CentroidStore` under a
+namespace that digests the configuration (ε, norm, ordering, precision, tolerance), so one SQLite
+file can serve several configurations without mixing them. A batch is answered in two steps:
+
+1. *Lookups on the cached state, vectorised per class, no lock.* The cache of a store may lag
+   behind other writers, but it is a prefix of the true (append-only, id-ordered) lists. For the
+   ordered variant a match found in a prefix is the first match overall — a centroid missing from
+   the cache was appended after every cached one, so it cannot come first; the same holds for
+   the earliest pin. Rows answered this way (non-fragile matches, pin hits) change no state and
+   touch no disk. The non-ordered variant needs the nearest centroid among *all*, so it refreshes
+   the cache first (one indexed read of the rows appended since).
+2. *Decisions that change state, one writer at a time.* Rows with no match in the cache, and
+   fragile rows, are decided again inside ``store.exclusive`` on complete state, in batch order
+   (a centroid appended for row i is visible to row i + 1, as in Algorithm 1), and the batch's
+   answers are returned only after the block has committed what they depend on.
+
+Distances are computed with ``scipy.spatial.distance.cdist`` over all centroids of a class at
+once; the ordered scan walks the list in growing blocks and stops for each row at its first
+match, so typical lookups read only the start of the list. See ``benchmarks/modelguard_s.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from modelsteal._checks import check_choice, check_float, check_int
+from modelsteal.defenses._base import DEFENSES, Defense
+from modelsteal.defenses.stores import (
+    CentroidStore,
+    CentroidStoreError,
+    CentroidWriter,
+    ClassView,
+    MemoryCentroidStore,
+    SQLiteCentroidStore,
+)
+from modelsteal.errors import InvalidParameterError
+
+__all__ = ["ModelGuardS"]
+
+_OWNER = "ModelGuardS"
+_FIRST_BLOCK = 256  # centroids in the first step of the ordered scan; later steps grow 4×
+_PAIRS_PER_STEP = 1 << 17  # ... up to about this many distances per step
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Radii for one number of classes (see the module docstring)."""
+
+    radius: float  # a centroid matches within this distance (ε − 2ρ)
+    band: float  # ρ: how far noise can move a distance
+    pin_radius: float  # δ: ℓ∞ distance within which a pin applies
+
+
+@DEFENSES.register("modelguard_s")
+class ModelGuardS(Defense):
+    """ModelGuard-S: answer with the first centroid of the top-1 class within ε (Algorithm 1).
+
+    Parameters
+    ----------
+    epsilon:
+        The distortion budget ε, in (0, 2]: every answer is within ε of the clean row (in ``norm``).
+    norm:
+        ``"l1"`` (the paper's default) or ``"l2"``.
+    ordered:
+        True for ModelGuard-S (first centroid within ε); False for the non-ordered variant
+        (nearest centroid within ε), which leaks under repeated queries (Tang et al., Table 6).
+    store:
+        Where centroids live: a :class:`~modelsteal.defenses.stores.CentroidStore`, a path to an
+        SQLite file (durable, shareable by processes), or None for a store in memory.
+    precision:
+        Decimals to which clean rows are rounded before lookup and insertion.
+    tolerance:
+        Per-entry float noise (e.g. batched vs single inference) under which a prediction still
+        counts as the same one; rows that close to a decision boundary are pinned.
+
+    A defense built from a path owns its store: :meth:`close` closes it.
+    """
+
+    name = "modelguard_s"
+    preserves_argmax = True
+    stateful = True
+
+    def __init__(
+        self,
+        *,
+        epsilon: float = 1.0,
+        norm: str = "l1",
+        ordered: bool = True,
+        store: CentroidStore | str | os.PathLike[str] | None = None,
+        precision: int = 9,
+        tolerance: float = 1e-6,
+    ) -> None:
+        self.epsilon = check_float(
+            epsilon, name="epsilon", owner=_OWNER, low=0.0, high=2.0, low_open=True
+        )
+        self.norm = check_choice(norm, name="norm", owner=_OWNER, choices=("l1", "l2"))
+        if not isinstance(ordered, bool | np.bool_):
+            raise InvalidParameterError(
+                f"The 'ordered' parameter of {_OWNER} must be a bool. Got {ordered!r} instead."
+            )
+        self.ordered = bool(ordered)
+        self.precision = check_int(precision, name="precision", owner=_OWNER, low=1, high=12)
+        self.tolerance = check_float(tolerance, name="tolerance", owner=_OWNER, low=0.0, high=1e-3)
+        self.store = store
+        if store is None:
+            self._store: CentroidStore = MemoryCentroidStore()
+            self._owns_store = True
+        elif isinstance(store, str | os.PathLike):
+            self._store = SQLiteCentroidStore(store)
+            self._owns_store = True
+        elif isinstance(store, CentroidStore):
+            self._store = store
+            self._owns_store = False
+        else:
+            raise InvalidParameterError(
+                f"The 'store' parameter of {_OWNER} must be a CentroidStore, a path to an SQLite "
+                f"file, or None. Got {store!r} instead."
+            )
+        config = self._config()
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        self._namespace = f"modelguard_s-{digest[:16]}"
+        self._store.open_namespace(self._namespace, config)
+        self._metric = "cityblock" if self.norm == "l1" else "euclidean"
+
+    # -- promises -----------------------------------------------------------------------------
+
+    @property
+    def max_l1(self) -> float | None:
+        """ε for the ℓ1 norm; no ℓ1 promise for ℓ2 (it depends on the number of classes)."""
+        return self.epsilon if self.norm == "l1" else None
+
+    # -- reports ------------------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        """The store namespace of this configuration (a digest of its parameters)."""
+        return self._namespace
+
+    def centroid_counts(self) -> dict[int, int]:
+        """Centroids per class (classes without any are left out), as stored right now."""
+        return self._store.counts(self._namespace)
+
+    def n_centroids(self) -> int:
+        """The total number of centroids, over all classes."""
+        return sum(self.centroid_counts().values())
+
+    def n_pins(self) -> int:
+        """How many near-boundary rows are pinned to their first answer."""
+        return self._store.n_pins(self._namespace)
+
+    def centroids(self, label: int) -> np.ndarray:
+        """A copy of class ``label``'s centroids, in order (shape (m, C))."""
+        return np.array(self._store.view(self._namespace, label, fresh=True).centroids)
+
+    def close(self) -> None:
+        """Close the store if this defense opened it (from a path)."""
+        if self._owns_store:
+            self._store.close()
+
+    # -- the defense --------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "defense": "modelguard_s",
+            "format": 1,
+            "epsilon": self.epsilon,
+            "norm": self.norm,
+            "ordered": self.ordered,
+            "precision": self.precision,
+            "tolerance": self.tolerance,
+        }
+
+    def _geometry(self, n_classes: int) -> _Geometry:
+        unit = 10.0**-self.precision
+        pin_radius = 2.0 * self.tolerance + (n_classes + 6) * unit
+        band = pin_radius * (n_classes if self.norm == "l1" else math.sqrt(n_classes))
+        radius = self.epsilon - 2.0 * band - 1e-12
+        if radius <= 2.0 * band:
+            raise InvalidParameterError(
+                f"{_OWNER}: epsilon={self.epsilon:g} is too small for tolerance="
+                f"{self.tolerance:g} and precision={self.precision} with {n_classes} classes "
+                f"(noise could move a distance by {band:.3g}). Use epsilon > {4 * band:.3g}, or "
+                "a smaller tolerance."
+            )
+        return _Geometry(radius=radius, band=band, pin_radius=pin_radius)
+
+    def _quantize(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Round to ``precision``, keep the top class strictly first, renormalise."""
+        labels = y.argmax(axis=1)
+        q = np.round(y, self.precision)
+        rows = np.flatnonzero(q.argmax(axis=1) != labels)  # an earlier class rounded into a tie
+        q[rows, labels[rows]] += 10.0**-self.precision
+        q /= q.sum(axis=1, keepdims=True)
+        return q, labels
+
+    def _perturb(self, y: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        n_classes = y.shape[1]
+        geo = self._geometry(n_classes)
+        q, labels = self._quantize(y)
+        out = np.empty_like(q)
+        pending: dict[int, tuple[np.ndarray, _Prefix]] = {}
+        classes = [int(labels[0])] if labels.min() == labels.max() else np.unique(labels).tolist()
+        for label in classes:
+            rows = np.flatnonzero(labels == label) if len(classes) > 1 else np.arange(len(q))
+            view = self._store.view(self._namespace, label, fresh=not self.ordered)
+            _check_width(view, n_classes, label)
+            prefix = self._lookup(q[rows], view, geo)
+            found = prefix.answer >= 0
+            if found.any():
+                out[rows[found]] = view.centroids[prefix.answer[found]]
+            if not found.all():
+                pending[label] = rows[~found], prefix.subset(~found)
+        if pending:
+            with self._store.exclusive(self._namespace) as writer:
+                for label, (rows, prefix) in pending.items():
+                    out[rows] = self._decide(writer, label, q[rows], prefix, geo, n_classes)
+            # Leaving the block committed every centroid and pin these answers depend on.
+        return out
+
+    def _lookup(self, qs: np.ndarray, view: ClassView, geo: _Geometry) -> _Prefix:
+        """Scan ``view`` (a prefix of the class's lists) for every row at once, without a lock.
+
+        ``answer`` holds the ranks that need no change of state: for the ordered variant a pin
+        hit, or a match that is not fragile (the first match within a prefix is the first match
+        overall); for the non-ordered variant the nearest match in a fresh view.
+        """
+        n = len(qs)
+        if not self.ordered:
+            rank, dist = _nearest_within(qs, view.centroids, geo.radius, self._metric)
+            none = np.full(n, -1, dtype=np.int64)
+            return _Prefix(len(view.centroids), 0, rank, none, rank, np.zeros(n, bool), dist)
+        pinned = _first_pin(qs, view.pins, view.pin_ranks, geo.pin_radius)
+        rank, fragile = _first_within(qs, view.centroids, geo, self._metric)
+        answer = np.where(pinned >= 0, pinned, np.where(fragile, -1, rank))
+        return _Prefix(
+            len(view.centroids), len(view.pins), answer, pinned, rank, fragile, np.zeros(0)
+        )
+
+    def _decide(
+        self,
+        writer: CentroidWriter,
+        label: int,
+        qs: np.ndarray,
+        prefix: _Prefix,
+        geo: _Geometry,
+        n_classes: int,
+    ) -> np.ndarray:
+        """Algorithm 1, row after row, on the complete state of one class (inside the lock).
+
+        What the lock-free scan learned from the prefix it saw still holds (the lists only grow at
+        their ends), so each row only has to look at the *tail*: centroids and pins committed by
+        other writers since that prefix, then those appended by the rows before it.
+        """
+        view = writer.view(label)
+        _check_width(view, n_classes, label)
+        committed, m0 = view.centroids, prefix.n_centroids
+        if len(committed) < m0 or len(view.pins) < prefix.n_pins:
+            raise CentroidStoreError(
+                f"Class {label} of the store shrank while it was read; its lists must only grow."
+            )
+        tail = np.empty((len(committed) - m0 + len(qs), n_classes))
+        t = len(committed) - m0
+        if t:
+            tail[:t] = committed[m0:]
+        pins = np.empty((len(view.pins) - prefix.n_pins + len(qs), n_classes))
+        n_pins = len(view.pins) - prefix.n_pins
+        if n_pins:
+            pins[:n_pins] = view.pins[prefix.n_pins :]
+        pin_ranks = view.pin_ranks[prefix.n_pins :].tolist()
+        out = np.empty_like(qs)
+        for j, row in enumerate(qs):
+            if self.ordered:
+                rank = int(prefix.pinned[j])
+                if rank < 0 and n_pins:
+                    hit = _first_pin(
+                        row[None], pins[:n_pins], np.asarray(pin_ranks), geo.pin_radius
+                    )
+                    rank = int(hit[0])
+                if rank < 0:
+                    rank, fragile = int(prefix.rank[j]), bool(prefix.fragile[j])
+                    if rank < 0 and t:
+                        more, more_fragile = _first_within(row[None], tail[:t], geo, self._metric)
+                        fragile = fragile or bool(more_fragile[0])
+                        rank = m0 + int(more[0]) if more[0] >= 0 else -1
+                    if rank < 0:
+                        rank = writer.append_centroid(label, row)
+                        tail[t] = row
+                        t += 1
+                    if fragile:
+                        writer.add_pin(label, row, rank)
+                        pins[n_pins] = row
+                        pin_ranks.append(rank)
+                        n_pins += 1
+            else:
+                rank = int(prefix.rank[j])
+                if t:
+                    d = cdist(row[None], tail[:t], self._metric)[0]
+                    k = int(d.argmin())
+                    if d[k] <= geo.radius and d[k] < prefix.dist[j]:  # ties: the earlier one
+                        rank = m0 + k
+                if rank < 0:
+                    rank = writer.append_centroid(label, row)
+                    tail[t] = row
+                    t += 1
+            if not 0 <= rank < m0 + t:
+                raise CentroidStoreError(
+                    f"The store gave rank {rank} to a centroid of class {label}, but only "
+                    f"{m0 + t} exist. Another writer changed the namespace without its lock."
+                )
+            out[j] = committed[rank] if rank < m0 else tail[rank - m0]
+        return out
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """What the lock-free scan of a prefix (``n_centroids`` centroids, ``n_pins`` pins) found.
+
+    Per row: ``answer`` (a rank if no state change is needed, else -1), ``pinned`` (the earliest
+    pin's rank, or -1), ``rank`` (ordered: the first centroid within the radius; non-ordered: the
+    nearest one; -1 if none), ``fragile`` (ordered only) and ``dist`` (non-ordered only: the
+    distance to the nearest centroid, inf if none).
+    """
+
+    n_centroids: int
+    n_pins: int
+    answer: np.ndarray
+    pinned: np.ndarray
+    rank: np.ndarray
+    fragile: np.ndarray
+    dist: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> _Prefix:
+        dist = self.dist[keep] if len(self.dist) else self.dist
+        return _Prefix(
+            self.n_centroids,
+            self.n_pins,
+            self.answer[keep],
+            self.pinned[keep],
+            self.rank[keep],
+            self.fragile[keep],
+            dist,
+        )
+
+
+def _check_width(view: ClassView, n_classes: int, label: int) -> None:
+    for name, rows in (("centroids", view.centroids), ("pins", view.pins)):
+        if len(rows) and rows.shape[1] != n_classes:
+            raise CentroidStoreError(
+                f"The store holds {name} of length {rows.shape[1]} for class {label}, but these "
+                f"predictions have {n_classes} classes. Use one store (or SQLite file) per model."
+            )
+
+
+def _first_pin(qs: np.ndarray, pins: np.ndarray, ranks: np.ndarray, radius: float) -> np.ndarray:
+    """The rank of the earliest pin within ``radius`` (ℓ∞) of each row, or -1."""
+    if not len(pins):
+        return np.full(len(qs), -1, dtype=np.int64)
+    hit = cdist(qs, pins, "chebyshev") <= radius
+    first = hit.argmax(axis=1)
+    return np.where(hit[np.arange(len(qs)), first], ranks[first], -1)
+
+
+def _first_within(
+    qs: np.ndarray, centroids: np.ndarray, geo: _Geometry, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: the first centroid within the radius (or -1), and whether it is fragile.
+
+    Fragile means noise of up to ``geo.band`` in the distances could change the answer: the first
+    centroid within ``radius + band`` is not within ``radius - band`` — it is the match but barely,
+    or an earlier centroid just outside (or, with no match at all, any centroid just outside).
+
+    The list is scanned in blocks, in order; a row leaves the scan at its first match, since
+    nothing after it can change its answer. Blocks start small (early matches are cheap) and are
+    sized so that one step computes about ``_PAIRS_PER_STEP`` distances.
+    """
+    n, m = len(qs), len(centroids)
+    rank = np.full(n, -1, dtype=np.int64)
+    fragile = np.zeros(n, dtype=bool)
+    active = np.arange(n)
+    start, step = 0, _FIRST_BLOCK
+    outer = geo.radius + geo.band
+    while start < m and active.size:
+        stop = min(m, start + max(_FIRST_BLOCK, min(step, _PAIRS_PER_STEP // active.size)))
+        d = cdist(qs[active], centroids[start:stop], metric)
+        local = np.arange(active.size)
+        first = (d <= outer).argmax(axis=1)  # the first centroid near or inside the radius
+        d_first = d[local, first]
+        near = d_first <= outer
+        inside = d_first <= geo.radius
+        fragile[active] |= near & (d_first > geo.radius - geo.band)
+        edge = np.flatnonzero(near & ~inside)  # first near one is just outside: look further
+        if edge.size:
+            within = d[edge] <= geo.radius
+            has = within.any(axis=1)
+            first[edge[has]] = within[has].argmax(axis=1)
+            inside[edge[has]] = True
+        rank[active[inside]] = start + first[inside]
+        active = active[~inside]
+        start, step = stop, step * 4
+    return rank, fragile
+
+
+def _nearest_within(
+    qs: np.ndarray, centroids: np.ndarray, radius: float, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest centroid (first on ties) if within ``radius``, else -1; and its distance."""
+    if not len(centroids):
+        return np.full(len(qs), -1, dtype=np.int64), np.full(len(qs), np.inf)
+    d = cdist(qs, centroids, metric)
+    nearest = d.argmin(axis=1)
+    dist = d[np.arange(len(qs)), nearest]
+    return np.where(dist <= radius, nearest, -1), dist
