@@ -15,6 +15,7 @@ from modelsteal.defenses.basic import (
 )
 from modelsteal.defenses.evaluate import answer, evaluate_defense
 from modelsteal.defenses.modelguard_s import ModelGuardS
+from modelsteal.defenses.modelguard_w import ModelGuardW, solve_modelguard_w
 from modelsteal.defenses.stores import (
     CentroidStore,
     CentroidStoreError,
@@ -32,6 +33,7 @@ __all__ = [
     "HighConfidence",
     "MemoryCentroidStore",
     "ModelGuardS",
+    "ModelGuardW",
     "NoDefense",
     "RandomNoise",
     "ReverseSigmoid",
@@ -45,4 +47,5 @@ __all__ = [
     "defended",
     "evaluate_defense",
     "project_l1_ball",
+    "solve_modelguard_w",
 ]

@@ -1,0 +1,552 @@
+"""ModelGuard-W: the ℓ1-budgeted, argmax-keeping LP of Tang et al. (2024), solved exactly.
+
+Paper: "ModelGuard: Information-Theoretic Defense Against Model Extraction Attacks", USENIX
+Security 2024, Section 3.3, Eq. 9 and Appendix A.2
+(https://www.usenix.org/conference/usenixsecurity24/presentation/tang). Peer implementation:
+``victim/mld.py::MLD`` (one PuLP/CBC linear program per batch).
+
+For each clean row ``y`` (C classes, top class ``t``: the lowest index among ties) the defense
+returns the solution ŷ of
+
+    minimise    Σ_k ŷ_k · log(y_k + δ)                        (δ = ``log_floor``, 1e-6)
+    subject to  ‖ŷ − y‖₁ ≤ ε,  Σ_k ŷ_k = 1,  ŷ ≥ 0,
+                ŷ_t − ŷ_j ≥ m  for every j ≠ t                 (m = ``margin``, 1e-4)
+
+which pushes mass away from the classes the model believes in (it maximises the cross-entropy
+−Σ ŷ log y) while keeping the top-1 class and the ℓ1 distance. :func:`solve_modelguard_w_highs`
+solves it as the reference does, one LP per row (HiGHS); :func:`solve_modelguard_w` solves it
+exactly for a whole batch from its structure:
+
+**Structure.** Costs c_k = log(y_k + δ) grow with y_k, so the top class is the dearest. Fix the
+top value T = ŷ_t; every other class is then capped at U = T − m.
+
+1. *Clip.* A class above the cap must come down to it: x⁰ = min(y_j, U). For any ŷ in the box
+   [0, U], ‖ŷ − y‖₁ = F(U) + ‖ŷ − x⁰‖₁ with F(U) = Σ_j (y_j − U)⁺ forced.
+2. *Transport.* The rest is a budgeted transport inside the box: with R = (1 − T) − Σ x⁰ the mass
+   still to add (negative: to remove), add A to the cheapest classes, each up to the cap, and
+   take D = A − R from the dearest non-top classes, each down to 0. Moving one more unit from the
+   dearest to the cheapest class never hurts until the two fronts meet, so
+   A = min(P⁺, ε/2 − (T − y_t)⁺), where P⁺ is what the cost-optimal (cheapest-first) allocation of
+   1 − T under the cap would add. (Σ ŷ = Σ y makes the ℓ1 twice the mass that rises.)
+3. *The top value.* g(T), the optimum with ŷ_t = T, is convex and piecewise linear in T (partial
+   minimisation of an LP). It is finite on [T_lo, T_hi]: T_hi = min(1, y_t + ε/2) and T_lo is
+   the larger of (1 + (C − 1)m)/C (the cap must leave room for the mass) and the water level L
+   at which lowering the top and every class above L − m to the level (top at L, others at L − m)
+   spends ε/2. If T_lo > T_hi no ŷ is feasible (only possible when y itself breaks the margin);
+   the row is then returned unchanged and counted in the diagnostics.
+
+So an optimal ŷ has the top at T, the cheapest classes at the cap U, a middle band unchanged (or
+clipped to U), the dearest non-top classes at 0, and at most two classes in between. The regimes
+follow from where g is smallest: for a small budget at T_lo (the top and the classes that would
+break the margin are water-filled down together and the mass goes to the cheapest classes); for
+larger budgets inside the interval, where the fill front reaches the cap and dear non-top
+classes are drained; and for large budgets the top may even rise above y_t to lift the cap for
+the cheapest classes (Appendix A.2's solution at ε = 2: the cheapest classes at the cap, the top
+m above it, the rest at 0).
+
+**The search over T.** A convex piecewise-linear function attains its minimum at a kink. Starting
+from the bracket [T_lo, T_hi] with the exact one-sided slopes at both ends, we intersect the two
+supporting lines at T_x: if g(T_x) equals their common value, T_x is optimal (the two lines
+certify it); otherwise T_x lies on a new linear piece and replaces the end on its side. There
+are finitely many pieces, so the search ends with the exact optimum (to rounding, ~1e-11 in the
+objective); it takes a handful of steps (none when the optimum is an end of the interval, as for
+most small budgets; bisection steps guard against slow progress). Slopes are carried through
+the closed form of steps 1–2 as one-sided derivatives of its min/max/clip operations. Every step
+is vectorised over the rows still unresolved; there is no per-row Python loop. Small batches,
+whose cost is the number of numpy calls rather than their size, also try a grid of top values
+per step, which leaves fewer steps.
+
+Departures from the reference: HiGHS instead of CBC (same LP); the floor δ and the margin are
+parameters; rows for which the LP is infeasible are returned unchanged (the reference would
+fail), so ``max_l1`` and the argmax still hold for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelsteal._checks import check_choice, check_float, check_probabilities
+from modelsteal.defenses._base import DEFENSES, Defense
+from modelsteal.errors import InvalidParameterError
+
+logger = logging.getLogger(__name__)
+
+SOLVERS = ("exact", "highs")
+
+_TIE = 1e-12  # values this close count as equal when choosing one-sided slopes
+_CERTIFY = 1e-11  # objective gap at which the supporting lines certify optimality
+_FEASIBLE = 1e-12  # slack on T_lo <= T_hi for rows on the feasibility boundary
+_MAX_STEPS = 200  # from step 6 the bracket halves at least every other step: ample
+_POINTS_BUDGET = 2048  # entries per evaluation below which a step tries several top values
+_MAX_POINTS = 16
+_CHUNK = 4096  # rows solved together
+
+
+@dataclass(frozen=True)
+class ModelGuardWInfo:
+    """Diagnostics of a batch solved by :func:`solve_modelguard_w` or its HiGHS reference.
+
+    ``infeasible``: rows for which no ŷ satisfies the constraints (returned unchanged);
+    ``steps``: per row, the number of supporting-line steps of the exact solver (0 for HiGHS).
+    """
+
+    infeasible: np.ndarray
+    steps: np.ndarray
+
+    @property
+    def n_infeasible(self) -> int:
+        return int(self.infeasible.sum())
+
+
+def modelguard_w_objective(
+    y: np.ndarray, y_hat: np.ndarray, *, log_floor: float = 1e-6
+) -> np.ndarray:
+    """The objective of Eq. 9 per row: Σ_k ŷ_k · log(y_k + log_floor)."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.einsum("ij,ij->i", np.asarray(y_hat, dtype=np.float64), np.log(y + log_floor))
+
+
+# ---- the exact solver ------------------------------------------------------------------------
+
+
+def _pl_min(pv: Any, pd: Any, qv: Any, qd: Any) -> tuple[np.ndarray, np.ndarray]:
+    """min of two piecewise-linear functions of T, with its one-sided derivative.
+
+    ``pd``/``qd`` are derivatives along each row's direction (+1: right, −1: left); at a tie
+    the directional derivative of a minimum is the minimum of the derivatives.
+    """
+    v = np.minimum(pv, qv)
+    d = np.where(pv < qv - _TIE, pd, np.where(qv < pv - _TIE, qd, np.minimum(pd, qd)))
+    return v, d
+
+
+def _pl_pos(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """max(v, 0) with its one-sided derivative."""
+    d = np.where(v > _TIE, d, np.where(v < -_TIE, 0.0, np.maximum(d, 0.0)))
+    return np.maximum(v, 0.0), d
+
+
+def _pl_clip(v: Any, d: Any, hv: Any, hd: Any) -> tuple[np.ndarray, np.ndarray]:
+    """clip(v, 0, h) with its one-sided derivative."""
+    v, d = _pl_pos(v, d)
+    return _pl_min(v, d, hv, hd)
+
+
+def _exclusive_cumsum(v: np.ndarray, *, reverse: bool = False) -> np.ndarray:
+    """Sum of the entries before each one (after it, with ``reverse``), along axis 1."""
+    if reverse:
+        return np.cumsum(v[:, ::-1], axis=1)[:, ::-1] - v
+    return np.cumsum(v, axis=1) - v
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Per-row data of the exact solver: the non-top classes sorted by probability."""
+
+    a: np.ndarray  # (r, n) non-top probabilities, ascending
+    cost: np.ndarray  # (r, n) their costs log(a + δ), non-decreasing
+    top: np.ndarray  # (r,) y_t
+    top_cost: np.ndarray  # (r,) log(y_t + δ)
+    half: np.ndarray  # (r,) ε/2
+    margin: float
+
+    def take(self, idx: np.ndarray) -> _Rows:
+        return _Rows(
+            self.a[idx],
+            self.cost[idx],
+            self.top[idx],
+            self.top_cost[idx],
+            self.half[idx],
+            self.margin,
+        )
+
+
+def _given_top(
+    rows: _Rows, T: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The optimum with ŷ_t = T (steps 1–2 of the module docstring).
+
+    Returns g(T), its derivative along direction ``s`` (+1 right, −1 left, 0 none) and the
+    non-top values (sorted like ``rows.a``).
+    """
+    a = rows.a
+    n = a.shape[1]
+    tv, ts = T[:, None], s[:, None].astype(np.float64)
+    u, du = tv - rows.margin, ts  # the cap
+    x0, dx0 = _pl_min(a, 0.0, u, du)  # 1. clip
+    mass, dmass = 1.0 - tv, -ts
+    need = mass - x0.sum(axis=1, keepdims=True)  # R
+    dneed = dmass - dx0.sum(axis=1, keepdims=True)
+    over, dover = _pl_pos(tv - rows.top[:, None], ts)
+    budget, dbudget = rows.half[:, None] - over, -dover  # A can be at most ε/2 − (T − y_t)⁺
+    k = np.arange(n, dtype=np.float64)
+    best, dbest = _pl_clip(mass - k * u, dmass - k * du, u, du)  # cheapest-first allocation
+    gain, dgain = _pl_pos(best - x0, dbest - dx0)
+    add, dadd = _pl_min(
+        gain.sum(axis=1, keepdims=True), dgain.sum(axis=1, keepdims=True), budget, dbudget
+    )
+    take, dtake = _pl_pos(add - need, dadd - dneed)  # D = A − R
+    room, droom = u - x0, du - dx0
+    fill, dfill = _pl_clip(
+        add - _exclusive_cumsum(room), dadd - _exclusive_cumsum(droom), room, droom
+    )
+    drain, ddrain = _pl_clip(
+        take - _exclusive_cumsum(x0, reverse=True),
+        dtake - _exclusive_cumsum(dx0, reverse=True),
+        x0,
+        dx0,
+    )
+    x = x0 + fill - drain
+    dx = dx0 + dfill - ddrain
+    g = rows.top_cost * T + np.einsum("ij,ij->i", rows.cost, x)
+    dg = rows.top_cost * s + np.einsum("ij,ij->i", rows.cost, dx)
+    return g, dg, x
+
+
+def _top_interval(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
+    """[T_lo, T_hi]: the top values for which the rest of the LP is feasible (step 3)."""
+    a, m = rows.a, rows.margin
+    n = a.shape[1]
+    # Water level: the smallest L with (y_t − L)⁺ + Σ_j (a_j + m − L)⁺ <= ε/2.
+    levels = np.concatenate([a + m, rows.top[:, None]], axis=1)
+    levels = -np.sort(-levels, axis=1)
+    count = np.arange(1, n + 2, dtype=np.float64)
+    level = (np.cumsum(levels, axis=1) - rows.half[:, None]) / count
+    below = np.concatenate([levels[:, 1:], np.full((len(a), 1), -np.inf)], axis=1)
+    first = np.argmax(level >= below, axis=1)  # the last column always qualifies
+    water = level[np.arange(len(a)), first]
+    lo = np.maximum((1.0 + n * m) / (n + 1), water)
+    hi = np.minimum(1.0, rows.top + rows.half)
+    return lo, hi
+
+
+def _points_per_row(n_rows: int, n: int) -> int:
+    """How many top values to try per row and step: more when the batch is small.
+
+    A step costs ~100 numpy calls whatever their size, so small batches try several points at
+    once (the tangent crossing plus a grid over the bracket) and need fewer steps.
+    """
+    return min(max(_POINTS_BUDGET // max(1, n_rows * n), 1), _MAX_POINTS)
+
+
+def _search_top(
+    rows: _Rows, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The optimal top value per row by the supporting-line search (module docstring).
+
+    Returns the top values, the non-top values there (sorted like ``rows.a``) and the steps.
+    """
+    r, n = rows.a.shape
+    best, x_best = lo.copy(), np.zeros((r, n))
+    steps = np.zeros(r, dtype=np.int64)
+    # Step 0: both ends (right slope at T_lo, left slope at T_hi) and a grid between them.
+    k = max(2, _points_per_row(r, n))
+    frac = np.linspace(0.0, 1.0, k)
+    trial = lo[:, None] + (hi - lo)[:, None] * frac
+    trial[:, -1] = hi
+    dirs = np.ones(k)
+    dirs[-1] = -1.0
+    g, dg, x = _given_top(rows.take(np.repeat(np.arange(r), k)), trial.ravel(), np.tile(dirs, r))
+    g, slope, x = g.reshape(r, k), dg.reshape(r, k), x.reshape(r, k, n)
+    slope[:, -1] *= -1.0  # the left slope at T_hi
+    # The first point whose slope is >= 0 is optimal if it is T_lo or its slope is 0, or if it
+    # is T_hi (its left slope <= 0); else the optimum lies between it and the point before.
+    first = np.where(slope >= 0, np.arange(k), k - 1).min(axis=1)
+    ids = np.arange(r)
+    stop = (first == 0) | (slope[ids, first] == 0) | (first == k - 1) & (slope[:, -1] <= 0)
+    stop |= lo >= hi
+    best[stop] = trial[ids, first][stop]
+    x_best[stop] = x[ids, first][stop]
+    live = np.flatnonzero(~stop)
+    f = first[live]
+    idx = live
+    t_lo, g_lo, s_lo = trial[live, f - 1], g[live, f - 1], slope[live, f - 1]
+    t_hi, g_hi, s_hi = trial[live, f], g[live, f], slope[live, f]
+    width = t_hi - t_lo
+    sub = rows.take(idx)
+    for step in range(1, _MAX_STEPS + 1):
+        if idx.size == 0:
+            break
+        m = idx.size
+        k = _points_per_row(m, n)
+        cross = (g_hi - g_lo + s_lo * t_lo - s_hi * t_hi) / (s_lo - s_hi)
+        cross = np.clip(cross, t_lo, t_hi)
+        lower = g_lo + s_lo * (cross - t_lo)
+        # Guard for one point per step: bisect when two steps have not halved the bracket.
+        slow = (k == 1) & (step > 6) & (step % 2 == 0) & (t_hi - t_lo > 0.5 * width)
+        trial = np.empty((m, k))
+        trial[:, 0] = np.where(slow, 0.5 * (t_lo + t_hi), cross)
+        trial[:, 1:] = t_lo[:, None] + (t_hi - t_lo)[:, None] * (np.arange(1, k) / k)
+        g, slope, x = _given_top(
+            sub.take(np.repeat(np.arange(m), k)) if k > 1 else sub, trial.ravel(), np.ones(m * k)
+        )
+        g, slope, x = g.reshape(m, k), slope.reshape(m, k), x.reshape(m, k, n)
+        steps[idx] = step
+        ids = np.arange(m)
+        # Certified: the crossing lies on both supporting lines (or a slope is exactly 0).
+        at = np.where(slope == 0, np.arange(k), k).min(axis=1)
+        certified = ~slow & (g[:, 0] - lower <= _CERTIFY)
+        at = np.where(certified, 0, at)
+        done = at < k
+        collapsed = ~done & (t_hi - t_lo <= 4 * np.spacing(t_hi))
+        if done.any():
+            best[idx[done]] = trial[ids, np.minimum(at, k - 1)][done]
+            x_best[idx[done]] = x[ids, np.minimum(at, k - 1)][done]
+        if collapsed.any():  # keep the better end; its values are computed below
+            best[idx[collapsed]] = np.where(g_lo <= g_hi, t_lo, t_hi)[collapsed]
+            x_best[idx[collapsed]] = np.nan
+        if step % 2 == 0:
+            width = t_hi - t_lo
+        # New bracket: the rightmost point with a negative slope, the leftmost with a positive.
+        neg = np.where(slope < 0, trial, -np.inf)
+        pos = np.where(slope > 0, trial, np.inf)
+        j_lo, j_hi = neg.argmax(axis=1), pos.argmin(axis=1)
+        up_lo = neg[ids, j_lo] > t_lo
+        up_hi = pos[ids, j_hi] < t_hi
+        t_lo = np.where(up_lo, trial[ids, j_lo], t_lo)
+        g_lo = np.where(up_lo, g[ids, j_lo], g_lo)
+        s_lo = np.where(up_lo, slope[ids, j_lo], s_lo)
+        t_hi = np.where(up_hi, trial[ids, j_hi], t_hi)
+        g_hi = np.where(up_hi, g[ids, j_hi], g_hi)
+        s_hi = np.where(up_hi, slope[ids, j_hi], s_hi)
+        keep = ~(done | collapsed)
+        if not keep.all():
+            idx, t_lo, g_lo, s_lo, t_hi, g_hi, s_hi, width = (
+                v[keep] for v in (idx, t_lo, g_lo, s_lo, t_hi, g_hi, s_hi, width)
+            )
+            sub = sub.take(np.flatnonzero(keep))
+    if idx.size:  # pragma: no cover - the bracket collapses long before
+        raise RuntimeError("solve_modelguard_w: the search over the top value did not converge.")
+    redo = np.flatnonzero(np.isnan(x_best[:, 0]))
+    if redo.size:
+        x_best[redo] = _given_top(rows.take(redo), best[redo], np.zeros(redo.size))[2]
+    return best, x_best, steps
+
+
+def _check_inputs(
+    y: Any, epsilon: Any, margin: Any, log_floor: Any, owner: str
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    y = check_probabilities(y, where=f"{owner}(y)")
+    m = check_float(margin, name="margin", owner=owner, low=0.0, high=1.0, high_open=True)
+    floor = check_float(log_floor, name="log_floor", owner=owner, low=0.0, low_open=True)
+    eps = np.asarray(epsilon, dtype=np.float64)
+    if eps.ndim == 0:
+        eps = np.full(len(y), float(check_float(epsilon, name="epsilon", owner=owner, low=0.0)))
+    elif eps.shape != (len(y),) or not np.all(np.isfinite(eps)) or np.any(eps < 0):
+        raise InvalidParameterError(
+            f"The 'epsilon' parameter of {owner} must be a float in [0, inf) or one per row "
+            f"(shape ({len(y)},)). Got an array of shape {eps.shape} instead."
+        )
+    return y, eps, m, floor
+
+
+def solve_modelguard_w(
+    y: np.ndarray,
+    epsilon: float | np.ndarray,
+    *,
+    margin: float = 1e-4,
+    log_floor: float = 1e-6,
+    return_info: bool = False,
+) -> np.ndarray | tuple[np.ndarray, ModelGuardWInfo]:
+    """Solve Eq. 9 exactly for every row of ``y`` (shape (n, C)); see the module docstring.
+
+    ``epsilon`` is the ℓ1 budget, one float or one per row. Rows for which the LP is infeasible
+    (``y`` breaks the margin by more than the budget can repair) are returned unchanged; with
+    ``return_info=True`` the call also returns a :class:`ModelGuardWInfo` that counts them.
+    """
+    y, eps, m, floor = _check_inputs(y, epsilon, margin, log_floor, "solve_modelguard_w")
+    n_rows, c = y.shape
+    out = y.copy()
+    infeasible = np.zeros(n_rows, dtype=bool)
+    steps = np.zeros(n_rows, dtype=np.int64)
+    if n_rows > _CHUNK:  # bound the memory of the (rows, C) temporaries
+        for i in range(0, n_rows, _CHUNK):
+            part = slice(i, i + _CHUNK)
+            out[part], info = solve_modelguard_w(
+                y[part], eps[part], margin=m, log_floor=floor, return_info=True
+            )
+            infeasible[part], steps[part] = info.infeasible, info.steps
+    elif c > 1 and n_rows:
+        ids = np.arange(n_rows)
+        top = np.argmax(y, axis=1)  # numpy's rule: the lowest index among ties
+        key = y.copy()
+        key[ids, top] = np.inf
+        order = np.argsort(key, axis=1, kind="stable")[:, :-1]  # non-top classes, ascending
+        a = np.take_along_axis(y, order, axis=1)
+        rows = _Rows(
+            a=a,
+            cost=np.log(a + floor),
+            top=y[ids, top],
+            top_cost=np.log(y[ids, top] + floor),
+            half=eps / 2.0,
+            margin=m,
+        )
+        lo, hi = _top_interval(rows)
+        infeasible = lo > hi + _FEASIBLE
+        ok = np.flatnonzero(~infeasible)
+        if ok.size:
+            rows = rows.take(ok)
+            t_best, x, steps[ok] = _search_top(rows, np.minimum(lo[ok], hi[ok]), hi[ok])
+            solved = np.empty((ok.size, c))
+            np.put_along_axis(solved, order[ok], np.maximum(x, 0.0), axis=1)
+            solved[np.arange(ok.size), top[ok]] = t_best
+            out[ok] = solved
+    if return_info:
+        return out, ModelGuardWInfo(infeasible=infeasible, steps=steps)
+    return out
+
+
+# ---- the reference: one HiGHS linear program per row ----------------------------------------
+
+
+def solve_modelguard_w_highs(
+    y: np.ndarray,
+    epsilon: float | np.ndarray,
+    *,
+    margin: float = 1e-4,
+    log_floor: float = 1e-6,
+    return_info: bool = False,
+    feasibility_tolerance: float = 1e-10,
+) -> np.ndarray | tuple[np.ndarray, ModelGuardWInfo]:
+    """Solve Eq. 9 as the reference does: one LP per row, here with ``scipy``'s HiGHS.
+
+    Variables ŷ and z (both ≥ 0) with z ≥ ŷ − y, z ≥ y − ŷ, Σ z ≤ ε, Σ ŷ = 1 and
+    ŷ_j − ŷ_t ≤ −margin for j ≠ t. With HiGHS' default feasibility tolerance (1e-7) the
+    answers exceed the ℓ1 budget by up to a few 1e-7 (the C constraints on z each leak a
+    little), worth up to ~2e-8 in the objective; so the reference asks for
+    ``feasibility_tolerance`` (primal and dual) instead. HiGHS may call ε = 0 infeasible even
+    when ŷ = y is feasible (a single feasible point); the exact solver returns y there.
+    Infeasible rows are returned unchanged, as by :func:`solve_modelguard_w`.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    y, eps, m, floor = _check_inputs(y, epsilon, margin, log_floor, "solve_modelguard_w_highs")
+    tol = check_float(
+        feasibility_tolerance,
+        name="feasibility_tolerance",
+        owner="solve_modelguard_w_highs",
+        low=0.0,
+        low_open=True,
+    )
+    n_rows, c = y.shape
+    out = y.copy()
+    infeasible = np.zeros(n_rows, dtype=bool)
+    if c > 1:
+        # Rows 0..C-1: ŷ − z <= y; C..2C-1: −ŷ − z <= −y; 2C: Σ z <= ε; then one row per j != t.
+        diag = np.arange(c)
+        base_r = np.concatenate([diag, diag, c + diag, c + diag, np.full(c, 2 * c)])
+        base_c = np.concatenate([diag, c + diag, diag, c + diag, c + diag])
+        base_v = np.concatenate([np.ones(c), -np.ones(c), -np.ones(c), -np.ones(c), np.ones(c)])
+        a_eq = np.concatenate([np.ones(c), np.zeros(c)])[None, :]
+        options = {"primal_feasibility_tolerance": tol, "dual_feasibility_tolerance": tol}
+        for i in range(n_rows):
+            t = int(np.argmax(y[i]))
+            others = np.delete(diag, t)
+            margin_r = 2 * c + 1 + np.arange(c - 1)
+            a_ub = coo_matrix(
+                (
+                    np.concatenate([base_v, np.ones(c - 1), -np.ones(c - 1)]),
+                    (
+                        np.concatenate([base_r, margin_r, margin_r]),
+                        np.concatenate([base_c, others, np.full(c - 1, t)]),
+                    ),
+                ),
+                shape=(3 * c, 2 * c),
+            ).tocsr()
+            b_ub = np.concatenate([y[i], -y[i], [eps[i]], np.full(c - 1, -m)])
+            cost = np.concatenate([np.log(y[i] + floor), np.zeros(c)])
+            res = linprog(
+                cost,
+                A_ub=a_ub,
+                b_ub=b_ub,
+                A_eq=a_eq,
+                b_eq=[1.0],
+                bounds=(0, None),
+                method="highs",
+                options=options,
+            )
+            if res.status == 2:
+                infeasible[i] = True
+            elif res.status != 0:
+                raise RuntimeError(f"HiGHS failed on row {i}: {res.message}")
+            else:
+                out[i] = np.maximum(res.x[:c], 0.0)
+    if return_info:
+        return out, ModelGuardWInfo(infeasible=infeasible, steps=np.zeros(n_rows, np.int64))
+    return out
+
+
+# ---- the defense ------------------------------------------------------------------------------
+
+
+@DEFENSES.register("modelguard_w")
+class ModelGuardW(Defense):
+    """ModelGuard-W (Tang et al., USENIX Security 2024): maximise −Σ ŷ log y within ℓ1 ε.
+
+    Each row is answered with the solution of Eq. 9 (see the module docstring): the ŷ on the
+    simplex, within ℓ1 distance ε of the clean row and with the same top-1 class (by ``margin``),
+    that puts as little mass as possible on the classes the model believes in.
+
+    Parameters
+    ----------
+    epsilon:
+        ℓ1 budget per row, in (0, 2] (the reference's default is 1.0).
+    margin:
+        ŷ_t − ŷ_j ≥ margin for every j ≠ t, in [0, 1) (1e-4 as the reference). With 0 the top
+        class may tie with another, and numpy's argmax would then pick the lower index.
+    log_floor:
+        δ in log(y + δ), > 0 (1e-6 as the reference): classes with y = 0 get a finite cost.
+    solver:
+        ``"exact"`` (the batched structural solver) or ``"highs"`` (one LP per row, the
+        reference formulation; slow, for checking).
+
+    A row whose clean answer breaks the margin by more than ε can repair (two classes tied at
+    the top with ε < margin, say) has no feasible ŷ; it is returned unchanged, and a warning says
+    how many rows of the batch were.
+    """
+
+    name = "modelguard_w"
+    preserves_argmax = True
+
+    def __init__(
+        self,
+        *,
+        epsilon: float = 1.0,
+        margin: float = 1e-4,
+        log_floor: float = 1e-6,
+        solver: str = "exact",
+    ) -> None:
+        owner = "ModelGuardW"
+        self.epsilon = check_float(
+            epsilon, name="epsilon", owner=owner, low=0.0, high=2.0, low_open=True
+        )
+        self.margin = check_float(
+            margin, name="margin", owner=owner, low=0.0, high=1.0, high_open=True
+        )
+        self.log_floor = check_float(
+            log_floor, name="log_floor", owner=owner, low=0.0, low_open=True
+        )
+        self.solver = check_choice(solver, name="solver", owner=owner, choices=SOLVERS)
+
+    @property
+    def max_l1(self) -> float:
+        return self.epsilon
+
+    def _perturb(self, y: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        solve = solve_modelguard_w if self.solver == "exact" else solve_modelguard_w_highs
+        out, info = solve(
+            y, self.epsilon, margin=self.margin, log_floor=self.log_floor, return_info=True
+        )
+        if info.n_infeasible:
+            logger.warning(
+                "ModelGuardW: %d of %d rows break the margin by more than epsilon can repair; "
+                "they are returned unchanged.",
+                info.n_infeasible,
+                len(y),
+            )
+        return out

@@ -1,0 +1,236 @@
+"""ModelGuard-W: the exact batched solver against HiGHS, its constraints, and the defense."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from modelsteal.defenses._base import DEFENSES, build_defense
+from modelsteal.defenses.modelguard_w import (
+    ModelGuardW,
+    modelguard_w_objective,
+    solve_modelguard_w,
+    solve_modelguard_w_highs,
+)
+from modelsteal.errors import InvalidParameterError
+
+OBJECTIVE_TOL = 1e-7
+CONSTRAINT_TOL = 1e-9
+
+
+def _violations(y: np.ndarray, out: np.ndarray, eps: np.ndarray, margin: float) -> np.ndarray:
+    """Per row, the largest violation of any constraint of Eq. 9 (<= 0 when all hold)."""
+    rows = np.arange(len(y))
+    top = y.argmax(axis=1)
+    others = out.copy()
+    others[rows, top] = -np.inf
+    return np.max(
+        [
+            np.abs(out - y).sum(axis=1) - eps,  # l1 budget
+            np.abs(out.sum(axis=1) - 1.0),  # simplex
+            -out.min(axis=1),  # non-negative
+            others.max(axis=1) - out[rows, top] + margin,  # argmax kept by the margin
+        ],
+        axis=0,
+    )
+
+
+def _assert_matches_highs(y, eps, *, margin=1e-4, log_floor=1e-6):
+    eps = np.broadcast_to(np.asarray(eps, dtype=np.float64), (len(y),))
+    out, info = solve_modelguard_w(y, eps, margin=margin, log_floor=log_floor, return_info=True)
+    ref, ref_info = solve_modelguard_w_highs(
+        y, eps, margin=margin, log_floor=log_floor, return_info=True
+    )
+    np.testing.assert_array_equal(info.infeasible, ref_info.infeasible)
+    np.testing.assert_array_equal(out[info.infeasible], y[info.infeasible])  # returned unchanged
+    ok = ~info.infeasible
+    gap = modelguard_w_objective(y, out, log_floor=log_floor) - modelguard_w_objective(
+        y, ref, log_floor=log_floor
+    )
+    assert np.all(np.abs(gap[ok]) <= OBJECTIVE_TOL), gap[ok].max()
+    assert np.all(_violations(y, out, eps, margin)[ok] <= CONSTRAINT_TOL)
+    return out, info
+
+
+def _hard_rows(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    """Peaked, near-uniform, tied, sparse and margin-breaking rows."""
+    rows = []
+    for i in range(n):
+        kind = i % 8
+        if kind == 0:  # peaked
+            y = rng.dirichlet(np.full(c, 0.05))
+        elif kind == 1:  # near-uniform
+            y = rng.dirichlet(np.full(c, 500.0))
+        elif kind == 2:  # exact ties (coarse values)
+            y = rng.integers(0, 3, c).astype(np.float64) + (rng.random() < 0.5)
+        elif kind == 3:  # exact zeros
+            y = rng.dirichlet(np.ones(c)) * (rng.random(c) < 0.4)
+        elif kind == 4:  # top tied or within the margin of the runner-up
+            y = rng.dirichlet(np.ones(c))
+            j = rng.integers(c)
+            y[j] = y.max() - rng.choice([0.0, 3e-5, 2e-4])
+        elif kind == 5:  # one-hot
+            y = np.eye(c)[rng.integers(c)]
+        elif kind == 6:  # exactly uniform
+            y = np.ones(c)
+        else:
+            y = rng.dirichlet(np.ones(c))
+        y = np.clip(y, 0.0, None)
+        if y.sum() == 0:
+            y[0] = 1.0
+        rows.append(y / y.sum())
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100, 256])
+def test_exact_solver_matches_highs_on_hard_cases(c):
+    rng = np.random.default_rng(c)
+    n = 64
+    y = _hard_rows(rng, n, c)
+    eps = rng.choice([1e-9, 1e-6, 5e-5, 1e-4, 1e-3, 0.05, 0.5, 1.0, 1.9, 2.0], size=n)
+    eps[::7] = rng.uniform(0.0, 2.0, size=len(eps[::7]))
+    _assert_matches_highs(y, eps)
+
+
+@pytest.mark.parametrize(("margin", "log_floor"), [(0.0, 1e-6), (1e-2, 1e-12), (0.3, 0.1)])
+def test_exact_solver_matches_highs_for_other_margins_and_floors(margin, log_floor):
+    rng = np.random.default_rng(7)
+    for c in (3, 10, 50):
+        y = _hard_rows(rng, 24, c)
+        eps = rng.choice([1e-6, 1e-3, 0.1, 0.7, 2.0], size=len(y))
+        _assert_matches_highs(y, eps, margin=margin, log_floor=log_floor)
+
+
+def _rows(c: int):
+    weights = arrays(np.float64, (3, c), elements=st.sampled_from([0.0, 1e-9, 0.01, 0.3, 1.0, 5.0]))
+    return weights.map(lambda w: np.where(w.sum(axis=1, keepdims=True) > 0, w, 1.0)).map(
+        lambda w: w / w.sum(axis=1, keepdims=True)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    c=st.integers(2, 7),
+    eps=st.sampled_from([1e-7, 1e-4, 2e-4, 0.01, 0.3, 1.0, 1.5, 2.0]),
+    margin=st.sampled_from([0.0, 1e-4, 0.05]),
+)
+def test_exact_solver_matches_highs_property(data, c, eps, margin):
+    _assert_matches_highs(data.draw(_rows(c)), eps, margin=margin)
+
+
+def test_hand_computed_solutions():
+    m = 1e-4
+    # Two classes, small budget: ε/2 moves from the top to the other class.
+    out = solve_modelguard_w(np.array([[0.3, 0.7]]), 0.2)
+    np.testing.assert_allclose(out, [[0.4, 0.6]], atol=1e-12)
+    # A small budget goes from the top to the cheapest class.
+    out = solve_modelguard_w(np.array([[0.1, 0.6, 0.3]]), 0.1)
+    np.testing.assert_allclose(out, [[0.15, 0.55, 0.3]], atol=1e-12)
+    # Appendix A.2 (ε = 2): the top and the cheapest class level at the cap, the dear one at 0.
+    out = solve_modelguard_w(np.array([[0.45, 0.44, 0.11]]), 2.0)
+    np.testing.assert_allclose(out, [[(1 + m) / 2, 0.0, (1 - m) / 2]], atol=1e-12)
+    # One-hot with the whole budget: every other class at the cap, the top m above it.
+    level = (1 - m) / 5
+    out = solve_modelguard_w(np.eye(5)[[2]], 2.0)
+    np.testing.assert_allclose(out, [[level, level, level + m, level, level]], atol=1e-12)
+    # Without a budget the clean row comes back.
+    y = np.array([[0.2, 0.5, 0.3]])
+    np.testing.assert_allclose(solve_modelguard_w(y, 0.0), y, atol=1e-15)
+
+
+def test_rows_that_break_the_margin():
+    tied = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    # The margin needs at least m of l1 to separate two tied classes: with less, no ŷ exists.
+    out, info = solve_modelguard_w(tied, 5e-5, return_info=True)
+    np.testing.assert_array_equal(out, tied)
+    assert info.n_infeasible == 2
+    _assert_matches_highs(tied, 5e-5)
+    # With enough budget the margin is restored and the argmax (index 0) kept.
+    out, info = solve_modelguard_w(tied, 3e-4, return_info=True)
+    assert info.n_infeasible == 0
+    assert np.all(out.argmax(axis=1) == 0)
+    _assert_matches_highs(tied, 3e-4)
+
+
+def test_batch_answers_equal_row_by_row_answers():
+    rng = np.random.default_rng(11)
+    y = _hard_rows(rng, 40, 30)
+    eps = rng.uniform(0.0, 2.0, size=40)
+    batch = solve_modelguard_w(y, eps)
+    single = np.concatenate([solve_modelguard_w(y[i : i + 1], eps[i]) for i in range(40)])
+    gap = modelguard_w_objective(y, batch) - modelguard_w_objective(y, single)
+    assert np.abs(gap).max() <= 1e-10
+
+
+def test_solver_input_errors():
+    y = np.array([[0.2, 0.8]])
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'epsilon' parameter of solve_modelguard_w must be a float in \[0, inf\)\. Got -1",
+    ):
+        solve_modelguard_w(y, -1)
+    with pytest.raises(InvalidParameterError, match=r"one per row \(shape \(1,\)\)"):
+        solve_modelguard_w(y, np.array([0.1, 0.2]))
+    with pytest.raises(InvalidParameterError, match=r"'margin' parameter .* \[0, 1\)\. Got 1"):
+        solve_modelguard_w(y, 0.1, margin=1)
+    with pytest.raises(Exception, match="probability vectors"):
+        solve_modelguard_w(np.full((1, 2), 0.7), 0.1)
+
+
+def test_defense_is_registered_and_keeps_its_promises():
+    assert DEFENSES.get("modelguard_w") is ModelGuardW
+    defense = build_defense("modelguard_w", epsilon=0.5)
+    assert defense.preserves_argmax and defense.max_l1 == 0.5
+    assert defense.params() == {
+        "epsilon": 0.5,
+        "margin": 1e-4,
+        "log_floor": 1e-6,
+        "solver": "exact",
+    }
+    y = np.random.default_rng(0).dirichlet(np.full(10, 0.3), size=50)
+    out = defense.perturb(y)
+    assert np.all(out.argmax(axis=1) == y.argmax(axis=1))
+    assert np.all(np.abs(out - y).sum(axis=1) <= 0.5 + 1e-9)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-12)
+    ref = build_defense("modelguard_w", epsilon=0.5, solver="highs").perturb(y[:10])
+    gap = modelguard_w_objective(y[:10], out[:10]) - modelguard_w_objective(y[:10], ref)
+    assert np.abs(gap).max() <= OBJECTIVE_TOL
+    # It moves mass away from the classes the model believes in.
+    assert np.all(modelguard_w_objective(y, out) < modelguard_w_objective(y, y))
+
+
+def test_defense_warns_about_rows_it_cannot_repair(caplog):
+    defense = ModelGuardW(epsilon=5e-5)
+    tied = np.array([[0.5, 0.5], [0.2, 0.8]])
+    with caplog.at_level(logging.WARNING, logger="modelsteal.defenses.modelguard_w"):
+        out = defense.perturb(tied)
+    np.testing.assert_array_equal(out[0], tied[0])
+    assert "1 of 2 rows" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"epsilon": 0}, r"'epsilon' parameter of ModelGuardW must be a float in \(0, 2\]. Got 0"),
+        ({"epsilon": -0.5}, r"'epsilon' parameter of ModelGuardW must be a float in \(0, 2\]"),
+        ({"epsilon": 2.5}, r"'epsilon' parameter of ModelGuardW must be a float in \(0, 2\]"),
+        ({"epsilon": "1"}, r"'epsilon' parameter of ModelGuardW must be a float in \(0, 2\]"),
+        ({"margin": 1.0}, r"'margin' parameter of ModelGuardW must be a float in \[0, 1\)"),
+        ({"log_floor": 0}, r"'log_floor' parameter of ModelGuardW must be a float in \(0, inf\)"),
+        (
+            {"solver": "cbc"},
+            r"'solver' parameter of ModelGuardW must be one of 'exact', 'highs'. Got 'cbc'",
+        ),
+    ],
+)
+def test_defense_parameter_errors(params, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        ModelGuardW(**params)
+    with pytest.raises(InvalidParameterError, match=match):
+        build_defense("modelguard_w", **params)
