@@ -2,6 +2,11 @@
 
 from modelsteal.defenses import basic
 from modelsteal.defenses._base import DEFENSES, DefendedTarget, Defense, build_defense, defended
+from modelsteal.defenses.am import (
+    AdaptiveMisinformation,
+    train_misinformation_model,
+    train_with_outlier_exposure,
+)
 from modelsteal.defenses.basic import (
     GaussianNoise,
     HighConfidence,
@@ -14,6 +19,7 @@ from modelsteal.defenses.basic import (
     project_l1_ball,
 )
 from modelsteal.defenses.evaluate import answer, evaluate_defense
+from modelsteal.defenses.mad import MAD
 from modelsteal.defenses.modelguard_s import ModelGuardS
 from modelsteal.defenses.modelguard_w import ModelGuardW, solve_modelguard_w
 from modelsteal.defenses.stores import (
@@ -25,6 +31,8 @@ from modelsteal.defenses.stores import (
 
 __all__ = [
     "DEFENSES",
+    "MAD",
+    "AdaptiveMisinformation",
     "CentroidStore",
     "CentroidStoreError",
     "DefendedTarget",
@@ -48,4 +56,6 @@ __all__ = [
     "evaluate_defense",
     "project_l1_ball",
     "solve_modelguard_w",
+    "train_misinformation_model",
+    "train_with_outlier_exposure",
 ]
