@@ -149,15 +149,29 @@ class _Rows:
 
     a: np.ndarray  # (r, n) non-top probabilities, ascending
     cost: np.ndarray  # (r, n) their costs log(a + δ), non-decreasing
+    sa: np.ndarray  # (r, n + 1) prefix sums: sa[:, j] = Σ_{i<j} a_i
+    sc: np.ndarray  # (r, n + 1) prefix sums of the costs
+    sca: np.ndarray  # (r, n + 1) prefix sums of cost · a
     top: np.ndarray  # (r,) y_t
     top_cost: np.ndarray  # (r,) log(y_t + δ)
     half: np.ndarray  # (r,) ε/2
     margin: float
 
+    @staticmethod
+    def build(a: np.ndarray, cost: np.ndarray, top, top_cost, half, margin: float) -> _Rows:
+        zero = np.zeros((len(a), 1))
+        sa = np.concatenate([zero, np.cumsum(a, axis=1)], axis=1)
+        sc = np.concatenate([zero, np.cumsum(cost, axis=1)], axis=1)
+        sca = np.concatenate([zero, np.cumsum(cost * a, axis=1)], axis=1)
+        return _Rows(a, cost, sa, sc, sca, top, top_cost, half, margin)
+
     def take(self, idx: np.ndarray) -> _Rows:
         return _Rows(
             self.a[idx],
             self.cost[idx],
+            self.sa[idx],
+            self.sc[idx],
+            self.sca[idx],
             self.top[idx],
             self.top_cost[idx],
             self.half[idx],
@@ -165,46 +179,109 @@ class _Rows:
         )
 
 
-def _given_top(
-    rows: _Rows, T: np.ndarray, s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The optimum with ŷ_t = T (steps 1–2 of the module docstring).
+def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """g(T) and its one-sided derivative along ``s`` (+1 right, −1 left), at k points per row.
 
-    Returns g(T), its derivative along direction ``s`` (+1 right, −1 left, 0 none) and the
-    non-top values (sorted like ``rows.a``).
+    ``T`` and ``s`` have shape (r, k). Steps 1–2 of the module docstring in counts: on the
+    side ``s`` of T the optimum with ŷ_t = T has a fixed shape (which classes are clipped, at
+    the cap, untouched or drained, and the two fronts), found by comparing values (and, within
+    ``_TIE``, their derivatives along ``s``); g and its slope then follow from prefix sums.
     """
+    r, n = rows.a.shape
+    at = (np.arange(r) * (n + 1))[:, None]  # flat offsets of the rows (prefix sums)
+    an = at - np.arange(r)[:, None]  # flat offsets of the rows (a, cost)
+    sa, sc, sca = rows.sa.ravel(), rows.sc.ravel(), rows.sca.ravel()
+    a, cost = rows.a.ravel(), rows.cost.ravel()
+    u = T - rows.margin  # the cap
+    mass = 1.0 - T
+    # 1. Clip: the first ``rs`` classes stay below the cap on side s (the rest are clipped).
+    rs = np.count_nonzero(rows.a[:, None, :] <= (u + s * _TIE)[..., None], axis=2)
+    sa_rs, sc_rs, sca_rs = np.take(sa, at + rs), np.take(sc, at + rs), np.take(sca, at + rs)
+    sc_n = rows.sc[:, n:]
+    clipped = n - rs
+    total = sa_rs + clipped * u  # Σ x⁰
+    g = rows.top_cost[:, None] * T + sca_rs + u * (sc_n - sc_rs)
+    dg = rows.top_cost[:, None] * s + s * (sc_n - sc_rs)
+    need, dneed = mass - total, -s - s * clipped  # R
+    over, dover = _pl_pos(T - rows.top[:, None], s)
+    budget, dbudget = rows.half[:, None] - over, -dover
+    # 2. The cost-optimal allocation of 1 − T under the cap: ``kf`` classes at the cap, then
+    #    one partial class; P⁺ is what it adds to x⁰.
+    kmax = np.clip(np.floor((mass + _TIE) / u), 0, n).astype(np.intp)
+    kf = kmax - ((kmax >= 1) & (mass - kmax * u <= _TIE) & (s > 0))
+    kk = np.minimum(kf, rs)
+    gain, dgain = kk * u - np.take(sa, at + kk), s * kk
+    jp = np.minimum(kf, n - 1)
+    vb, dvb = _pl_pos(mass - kf * u, -s * (1 + kf))
+    low = jp < rs
+    gp, dgp = _pl_pos(
+        vb - np.minimum(np.take(a, an + jp), u), dvb - np.where(low, 0.0, s)
+    )
+    has = kf < n
+    gain, dgain = gain + np.where(has, gp, 0.0), dgain + np.where(has, dgp, 0.0)
+    add, dadd = _pl_min(gain, dgain, budget, dbudget)  # A
+    take, dtake = _pl_pos(add - need, dadd - dneed)  # D = A − R
+    # Fill: the first f classes reach the cap (room_j = u − a_j, j < rs), class f gets the rest.
+    j1 = np.arange(1, n + 1)
+    room_in = j1 * u[..., None] - rows.sa[:, None, 1:]  # room of the j + 1 cheapest
+    f = np.count_nonzero(
+        (room_in < (add - _TIE)[..., None]) & (j1 <= rs[..., None]), axis=2
+    )
+    f1 = np.minimum(f + 1, n)
+    v = add - (f1 * u - np.take(sa, at + f1))
+    f = f + ((f < rs) & (v >= -_TIE) & (dadd - s * f1 >= 0))
+    sc_f = np.take(sc, at + f)
+    g += u * sc_f - np.take(sca, at + f)
+    dg += s * sc_f
+    rem, drem = _pl_pos(add - (f * u - np.take(sa, at + f)), dadd - s * f)
+    c_f = np.where(f < rs, np.take(cost, an + np.minimum(f, n - 1)), 0.0)
+    g += c_f * rem
+    dg += c_f * drem
+    # Drain: classes j >= n − q go to 0 (Σ_{i<j} x⁰_i > Σ x⁰ − D), the one before gives the rest.
+    # Σ_{i<j} x⁰_i is sa_j for j <= rs and sa_rs + (j − rs) u after.
+    j0 = np.arange(n)
+    thr = total - take + _TIE
+    q = np.count_nonzero(
+        np.where(
+            j0 <= rs[..., None],
+            rows.sa[:, None, :n] > thr[..., None],
+            j0 > ((thr - sa_rs) / u + rs)[..., None],
+        ),
+        axis=2,
+    )
+    jd = np.maximum(n - q - 1, 0)
+    v = take - total + np.where(jd <= rs, np.take(sa, at + jd), sa_rs + (jd - rs) * u)
+    q = q + ((q < n) & (v >= -_TIE) & (dtake - s * (n - np.maximum(jd, rs)) >= 0))
+    qs = n - q
+    mq = np.maximum(qs, rs)
+    sc_mq = np.take(sc, at + mq)
+    g -= np.take(sca, at + mq) - np.take(sca, at + qs) + u * (sc_n - sc_mq)
+    dg -= s * (sc_n - sc_mq)
+    rem, drem = _pl_pos(
+        take - total + np.where(qs <= rs, np.take(sa, at + qs), sa_rs + (qs - rs) * u),
+        dtake - s * (n - mq),
+    )
+    c_p = np.where(qs >= 1, np.take(cost, an + np.maximum(qs - 1, 0)), 0.0)
+    g -= c_p * rem
+    dg -= c_p * drem
+    return g, dg
+
+
+def _solution(rows: _Rows, T: np.ndarray) -> np.ndarray:
+    """The non-top values of the optimum with ŷ_t = T (steps 1–2), sorted like ``rows.a``."""
     a = rows.a
     n = a.shape[1]
-    tv, ts = T[:, None], s[:, None].astype(np.float64)
-    u, du = tv - rows.margin, ts  # the cap
-    x0, dx0 = _pl_min(a, 0.0, u, du)  # 1. clip
-    mass, dmass = 1.0 - tv, -ts
-    need = mass - x0.sum(axis=1, keepdims=True)  # R
-    dneed = dmass - dx0.sum(axis=1, keepdims=True)
-    over, dover = _pl_pos(tv - rows.top[:, None], ts)
-    budget, dbudget = rows.half[:, None] - over, -dover  # A can be at most ε/2 − (T − y_t)⁺
-    k = np.arange(n, dtype=np.float64)
-    best, dbest = _pl_clip(mass - k * u, dmass - k * du, u, du)  # cheapest-first allocation
-    gain, dgain = _pl_pos(best - x0, dbest - dx0)
-    add, dadd = _pl_min(
-        gain.sum(axis=1, keepdims=True), dgain.sum(axis=1, keepdims=True), budget, dbudget
-    )
-    take, dtake = _pl_pos(add - need, dadd - dneed)  # D = A − R
-    room, droom = u - x0, du - dx0
-    fill, dfill = _pl_clip(
-        add - _exclusive_cumsum(room), dadd - _exclusive_cumsum(droom), room, droom
-    )
-    drain, ddrain = _pl_clip(
-        take - _exclusive_cumsum(x0, reverse=True),
-        dtake - _exclusive_cumsum(dx0, reverse=True),
-        x0,
-        dx0,
-    )
-    x = x0 + fill - drain
-    dx = dx0 + dfill - ddrain
-    g = rows.top_cost * T + np.einsum("ij,ij->i", rows.cost, x)
-    dg = rows.top_cost * s + np.einsum("ij,ij->i", rows.cost, dx)
-    return g, dg, x
+    u, mass = (T - rows.margin)[:, None], (1.0 - T)[:, None]
+    x0 = np.minimum(a, u)
+    need = mass - x0.sum(axis=1, keepdims=True)
+    budget = rows.half[:, None] - np.maximum(T - rows.top, 0.0)[:, None]
+    best = np.minimum(np.maximum(mass - np.arange(n) * u, 0.0), u)
+    add = np.minimum(np.maximum(best - x0, 0.0).sum(axis=1, keepdims=True), budget)
+    take = np.maximum(add - need, 0.0)
+    room = u - x0
+    fill = np.minimum(np.maximum(add - _exclusive_cumsum(room), 0.0), room)
+    drain = np.minimum(np.maximum(take - _exclusive_cumsum(x0, reverse=True), 0.0), x0)
+    return x0 + fill - drain
 
 
 def _top_interval(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
@@ -233,25 +310,22 @@ def _points_per_row(n_rows: int, n: int) -> int:
     return min(max(_POINTS_BUDGET // max(1, n_rows * n), 1), _MAX_POINTS)
 
 
-def _search_top(
-    rows: _Rows, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _search_top(rows: _Rows, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The optimal top value per row by the supporting-line search (module docstring).
 
-    Returns the top values, the non-top values there (sorted like ``rows.a``) and the steps.
+    Returns the top values and the number of steps per row.
     """
     r, n = rows.a.shape
-    best, x_best = lo.copy(), np.zeros((r, n))
+    best = lo.copy()
     steps = np.zeros(r, dtype=np.int64)
     # Step 0: both ends (right slope at T_lo, left slope at T_hi) and a grid between them.
     k = max(2, _points_per_row(r, n))
     frac = np.linspace(0.0, 1.0, k)
     trial = lo[:, None] + (hi - lo)[:, None] * frac
     trial[:, -1] = hi
-    dirs = np.ones(k)
-    dirs[-1] = -1.0
-    g, dg, x = _given_top(rows.take(np.repeat(np.arange(r), k)), trial.ravel(), np.tile(dirs, r))
-    g, slope, x = g.reshape(r, k), dg.reshape(r, k), x.reshape(r, k, n)
+    dirs = np.ones((r, k))
+    dirs[:, -1] = -1.0
+    g, slope = _given_top(rows, trial, dirs)
     slope[:, -1] *= -1.0  # the left slope at T_hi
     # The first point whose slope is >= 0 is optimal if it is T_lo or its slope is 0, or if it
     # is T_hi (its left slope <= 0); else the optimum lies between it and the point before.
@@ -260,7 +334,6 @@ def _search_top(
     stop = (first == 0) | (slope[ids, first] == 0) | (first == k - 1) & (slope[:, -1] <= 0)
     stop |= lo >= hi
     best[stop] = trial[ids, first][stop]
-    x_best[stop] = x[ids, first][stop]
     live = np.flatnonzero(~stop)
     f = first[live]
     idx = live
@@ -281,10 +354,7 @@ def _search_top(
         trial = np.empty((m, k))
         trial[:, 0] = np.where(slow, 0.5 * (t_lo + t_hi), cross)
         trial[:, 1:] = t_lo[:, None] + (t_hi - t_lo)[:, None] * (np.arange(1, k) / k)
-        g, slope, x = _given_top(
-            sub.take(np.repeat(np.arange(m), k)) if k > 1 else sub, trial.ravel(), np.ones(m * k)
-        )
-        g, slope, x = g.reshape(m, k), slope.reshape(m, k), x.reshape(m, k, n)
+        g, slope = _given_top(sub, trial, np.ones((m, k)))
         steps[idx] = step
         ids = np.arange(m)
         # Certified: the crossing lies on both supporting lines (or a slope is exactly 0).
@@ -295,10 +365,8 @@ def _search_top(
         collapsed = ~done & (t_hi - t_lo <= 4 * np.spacing(t_hi))
         if done.any():
             best[idx[done]] = trial[ids, np.minimum(at, k - 1)][done]
-            x_best[idx[done]] = x[ids, np.minimum(at, k - 1)][done]
-        if collapsed.any():  # keep the better end; its values are computed below
+        if collapsed.any():  # keep the better end
             best[idx[collapsed]] = np.where(g_lo <= g_hi, t_lo, t_hi)[collapsed]
-            x_best[idx[collapsed]] = np.nan
         if step % 2 == 0:
             width = t_hi - t_lo
         # New bracket: the rightmost point with a negative slope, the leftmost with a positive.
@@ -321,10 +389,7 @@ def _search_top(
             sub = sub.take(np.flatnonzero(keep))
     if idx.size:  # pragma: no cover - the bracket collapses long before
         raise RuntimeError("solve_modelguard_w: the search over the top value did not converge.")
-    redo = np.flatnonzero(np.isnan(x_best[:, 0]))
-    if redo.size:
-        x_best[redo] = _given_top(rows.take(redo), best[redo], np.zeros(redo.size))[2]
-    return best, x_best, steps
+    return best, steps
 
 
 def _check_inputs(
@@ -377,20 +442,16 @@ def solve_modelguard_w(
         key[ids, top] = np.inf
         order = np.argsort(key, axis=1, kind="stable")[:, :-1]  # non-top classes, ascending
         a = np.take_along_axis(y, order, axis=1)
-        rows = _Rows(
-            a=a,
-            cost=np.log(a + floor),
-            top=y[ids, top],
-            top_cost=np.log(y[ids, top] + floor),
-            half=eps / 2.0,
-            margin=m,
+        rows = _Rows.build(
+            a, np.log(a + floor), y[ids, top], np.log(y[ids, top] + floor), eps / 2.0, m
         )
         lo, hi = _top_interval(rows)
         infeasible = lo > hi + _FEASIBLE
         ok = np.flatnonzero(~infeasible)
         if ok.size:
             rows = rows.take(ok)
-            t_best, x, steps[ok] = _search_top(rows, np.minimum(lo[ok], hi[ok]), hi[ok])
+            t_best, steps[ok] = _search_top(rows, np.minimum(lo[ok], hi[ok]), hi[ok])
+            x = _solution(rows, t_best)
             solved = np.empty((ok.size, c))
             np.put_along_axis(solved, order[ok], np.maximum(x, 0.0), axis=1)
             solved[np.arange(ok.size), top[ok]] = t_best
