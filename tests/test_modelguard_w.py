@@ -234,3 +234,40 @@ def test_defense_parameter_errors(params, match):
         ModelGuardW(**params)
     with pytest.raises(InvalidParameterError, match=match):
         build_defense("modelguard_w", **params)
+
+
+def test_given_top_agrees_with_the_solution_it_describes():
+    """g(T) from the prefix sums equals the objective of the solution built elementwise, and
+    its one-sided slopes match finite differences away from kinks."""
+    from modelsteal.defenses import modelguard_w as mw
+
+    rng = np.random.default_rng(5)
+    for c in (3, 10, 100):
+        y = _hard_rows(rng, 48, c)
+        eps = rng.uniform(0.0, 2.0, size=len(y))
+        ids = np.arange(len(y))
+        top = y.argmax(axis=1)
+        key = y.copy()
+        key[ids, top] = np.inf
+        a = np.take_along_axis(y, np.argsort(key, axis=1, kind="stable")[:, :-1], axis=1)
+        rows = mw._Rows.build(
+            a, np.log(a + 1e-6), y[ids, top], np.log(y[ids, top] + 1e-6), eps / 2, 1e-4
+        )
+        lo, hi = mw._top_interval(rows)
+        ok = np.flatnonzero(lo < hi - 1e-6)
+        rows, lo, hi = rows.take(ok), lo[ok], hi[ok]
+        t = lo + (hi - lo) * rng.uniform(0.05, 0.95, size=len(ok))
+        h = 1e-7
+        g, right = mw._given_top(rows, t[:, None], np.ones((len(ok), 1)))
+        built = rows.top_cost * t + np.einsum(
+            "ij,ij->i", np.log(rows.a + 1e-6), mw._solution(rows, t)
+        )
+        np.testing.assert_allclose(g[:, 0], built, atol=1e-10)
+        g_up = mw._given_top(rows, (t + h)[:, None], np.ones((len(ok), 1)))[0][:, 0]
+        g_down = mw._given_top(rows, (t - h)[:, None], np.ones((len(ok), 1)))[0][:, 0]
+        _, left = mw._given_top(rows, t[:, None], -np.ones((len(ok), 1)))
+        # Where no kink lies within h, the slopes are the finite differences.
+        smooth = np.abs(right[:, 0] + left[:, 0]) < 1e-9
+        assert smooth.mean() > 0.8
+        np.testing.assert_allclose(((g_up - g[:, 0]) / h)[smooth], right[smooth, 0], atol=1e-5)
+        np.testing.assert_allclose(((g[:, 0] - g_down) / h)[smooth], -left[smooth, 0], atol=1e-5)

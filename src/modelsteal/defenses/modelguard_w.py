@@ -49,12 +49,19 @@ from the bracket [T_lo, T_hi] with the exact one-sided slopes at both ends, we i
 supporting lines at T_x: if g(T_x) equals their common value, T_x is optimal (the two lines
 certify it); otherwise T_x lies on a new linear piece and replaces the end on its side. There
 are finitely many pieces, so the search ends with the exact optimum (to rounding, ~1e-11 in the
-objective); it takes a handful of steps (none when the optimum is an end of the interval, as for
-most small budgets; bisection steps guard against slow progress). Slopes are carried through
-the closed form of steps 1–2 as one-sided derivatives of its min/max/clip operations. Every step
-is vectorised over the rows still unresolved; there is no per-row Python loop. Small batches,
-whose cost is the number of numpy calls rather than their size, also try a grid of top values
-per step, which leaves fewer steps.
+objective); it takes a few steps, rarely more than a dozen (none when the optimum is an end of
+the interval, as for most small budgets; bisection steps guard against slow progress).
+
+**Evaluating g(T) and its slope.** Each row is sorted once and keeps the prefix sums of a, of
+the costs and of cost · a. On one side of T (right, or left at T_hi) the optimum with ŷ_t = T
+has a fixed shape: how many classes are clipped, how many the cost-optimal allocation puts at
+the cap, how many are filled to the cap and how many drained to 0, and the one partial class
+of each front. These counts come from one comparison per class (values first, their one-sided
+derivatives within a tolerance of 1e-12 at ties), and g(T) and its one-sided slope then follow
+from a few entries of the prefix sums; the solution itself is built once, at the optimal T.
+Every step is vectorised over the rows still unresolved; there is no per-row Python loop.
+Small batches, whose cost is the number of numpy calls rather than their size, also try a grid
+of top values per step, which leaves fewer steps.
 
 Departures from the reference: HiGHS instead of CBC (same LP); the floor δ and the margin are
 parameters; rows for which the LP is infeasible are returned unchanged (the reference would
@@ -130,12 +137,6 @@ def _pl_pos(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.maximum(v, 0.0), d
 
 
-def _pl_clip(v: Any, d: Any, hv: Any, hd: Any) -> tuple[np.ndarray, np.ndarray]:
-    """clip(v, 0, h) with its one-sided derivative."""
-    v, d = _pl_pos(v, d)
-    return _pl_min(v, d, hv, hd)
-
-
 def _exclusive_cumsum(v: np.ndarray, *, reverse: bool = False) -> np.ndarray:
     """Sum of the entries before each one (after it, with ``reverse``), along axis 1."""
     if reverse:
@@ -145,13 +146,18 @@ def _exclusive_cumsum(v: np.ndarray, *, reverse: bool = False) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Rows:
-    """Per-row data of the exact solver: the non-top classes sorted by probability."""
+    """Per-row data of the exact solver: the non-top classes sorted by probability.
+
+    ``a`` and ``sa`` hold the rows still searched (``rid``: their places in the batch); the
+    costs and their prefix sums, only ever gathered from, stay whole.
+    """
 
     a: np.ndarray  # (r, n) non-top probabilities, ascending
-    cost: np.ndarray  # (r, n) their costs log(a + δ), non-decreasing
     sa: np.ndarray  # (r, n + 1) prefix sums: sa[:, j] = Σ_{i<j} a_i
-    sc: np.ndarray  # (r, n + 1) prefix sums of the costs
-    sca: np.ndarray  # (r, n + 1) prefix sums of cost · a
+    rid: np.ndarray  # (r,) rows of the batch
+    cost: np.ndarray  # (R, n) the costs log(a + δ) of every row of the batch, non-decreasing
+    sc: np.ndarray  # (R, n + 1) prefix sums of the costs
+    sca: np.ndarray  # (R, n + 1) prefix sums of cost · a
     top: np.ndarray  # (r,) y_t
     top_cost: np.ndarray  # (r,) log(y_t + δ)
     half: np.ndarray  # (r,) ε/2
@@ -163,20 +169,26 @@ class _Rows:
         sa = np.concatenate([zero, np.cumsum(a, axis=1)], axis=1)
         sc = np.concatenate([zero, np.cumsum(cost, axis=1)], axis=1)
         sca = np.concatenate([zero, np.cumsum(cost * a, axis=1)], axis=1)
-        return _Rows(a, cost, sa, sc, sca, top, top_cost, half, margin)
+        return _Rows(a, sa, np.arange(len(a)), cost, sc, sca, top, top_cost, half, margin)
 
     def take(self, idx: np.ndarray) -> _Rows:
         return _Rows(
             self.a[idx],
-            self.cost[idx],
             self.sa[idx],
-            self.sc[idx],
-            self.sca[idx],
+            self.rid[idx],
+            self.cost,
+            self.sc,
+            self.sca,
             self.top[idx],
             self.top_cost[idx],
             self.half[idx],
             self.margin,
         )
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    """How many entries of ``mask`` are true along its last axis."""
+    return mask.sum(axis=-1)
 
 
 def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,16 +200,17 @@ def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, n
     ``_TIE``, their derivatives along ``s``); g and its slope then follow from prefix sums.
     """
     r, n = rows.a.shape
-    at = (np.arange(r) * (n + 1))[:, None]  # flat offsets of the rows (prefix sums)
-    an = at - np.arange(r)[:, None]  # flat offsets of the rows (a, cost)
+    # Flat offsets of the rows, to gather one entry per row and point.
+    at, an = (np.arange(r) * (n + 1))[:, None], (np.arange(r) * n)[:, None]
+    ct, cn = (rows.rid * (n + 1))[:, None], (rows.rid * n)[:, None]
     sa, sc, sca = rows.sa.ravel(), rows.sc.ravel(), rows.sca.ravel()
     a, cost = rows.a.ravel(), rows.cost.ravel()
     u = T - rows.margin  # the cap
     mass = 1.0 - T
     # 1. Clip: the first ``rs`` classes stay below the cap on side s (the rest are clipped).
-    rs = np.count_nonzero(rows.a[:, None, :] <= (u + s * _TIE)[..., None], axis=2)
-    sa_rs, sc_rs, sca_rs = np.take(sa, at + rs), np.take(sc, at + rs), np.take(sca, at + rs)
-    sc_n = rows.sc[:, n:]
+    rs = _count(rows.a[:, None, :] <= (u + s * _TIE)[..., None])
+    sa_rs, sc_rs, sca_rs = sa.take(at + rs), sc.take(ct + rs), sca.take(ct + rs)
+    sc_n = rows.sc[rows.rid, n:]
     clipped = n - rs
     total = sa_rs + clipped * u  # Σ x⁰
     g = rows.top_cost[:, None] * T + sca_rs + u * (sc_n - sc_rs)
@@ -210,13 +223,11 @@ def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, n
     kmax = np.clip(np.floor((mass + _TIE) / u), 0, n).astype(np.intp)
     kf = kmax - ((kmax >= 1) & (mass - kmax * u <= _TIE) & (s > 0))
     kk = np.minimum(kf, rs)
-    gain, dgain = kk * u - np.take(sa, at + kk), s * kk
+    gain, dgain = kk * u - sa.take(at + kk), s * kk
     jp = np.minimum(kf, n - 1)
     vb, dvb = _pl_pos(mass - kf * u, -s * (1 + kf))
     low = jp < rs
-    gp, dgp = _pl_pos(
-        vb - np.minimum(np.take(a, an + jp), u), dvb - np.where(low, 0.0, s)
-    )
+    gp, dgp = _pl_pos(vb - np.minimum(a.take(an + jp), u), dvb - np.where(low, 0.0, s))
     has = kf < n
     gain, dgain = gain + np.where(has, gp, 0.0), dgain + np.where(has, dgp, 0.0)
     add, dadd = _pl_min(gain, dgain, budget, dbudget)  # A
@@ -224,44 +235,41 @@ def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, n
     # Fill: the first f classes reach the cap (room_j = u − a_j, j < rs), class f gets the rest.
     j1 = np.arange(1, n + 1)
     room_in = j1 * u[..., None] - rows.sa[:, None, 1:]  # room of the j + 1 cheapest
-    f = np.count_nonzero(
-        (room_in < (add - _TIE)[..., None]) & (j1 <= rs[..., None]), axis=2
-    )
+    f = _count((room_in < (add - _TIE)[..., None]) & (j1 <= rs[..., None]))
     f1 = np.minimum(f + 1, n)
-    v = add - (f1 * u - np.take(sa, at + f1))
+    v = add - (f1 * u - sa.take(at + f1))
     f = f + ((f < rs) & (v >= -_TIE) & (dadd - s * f1 >= 0))
-    sc_f = np.take(sc, at + f)
-    g += u * sc_f - np.take(sca, at + f)
+    sc_f = sc.take(ct + f)
+    g += u * sc_f - sca.take(ct + f)
     dg += s * sc_f
-    rem, drem = _pl_pos(add - (f * u - np.take(sa, at + f)), dadd - s * f)
-    c_f = np.where(f < rs, np.take(cost, an + np.minimum(f, n - 1)), 0.0)
+    rem, drem = _pl_pos(add - (f * u - sa.take(at + f)), dadd - s * f)
+    c_f = np.where(f < rs, cost.take(cn + np.minimum(f, n - 1)), 0.0)
     g += c_f * rem
     dg += c_f * drem
     # Drain: classes j >= n − q go to 0 (Σ_{i<j} x⁰_i > Σ x⁰ − D), the one before gives the rest.
     # Σ_{i<j} x⁰_i is sa_j for j <= rs and sa_rs + (j − rs) u after.
     j0 = np.arange(n)
     thr = total - take + _TIE
-    q = np.count_nonzero(
+    q = _count(
         np.where(
             j0 <= rs[..., None],
             rows.sa[:, None, :n] > thr[..., None],
             j0 > ((thr - sa_rs) / u + rs)[..., None],
-        ),
-        axis=2,
+        )
     )
     jd = np.maximum(n - q - 1, 0)
-    v = take - total + np.where(jd <= rs, np.take(sa, at + jd), sa_rs + (jd - rs) * u)
+    v = take - total + np.where(jd <= rs, sa.take(at + jd), sa_rs + (jd - rs) * u)
     q = q + ((q < n) & (v >= -_TIE) & (dtake - s * (n - np.maximum(jd, rs)) >= 0))
     qs = n - q
     mq = np.maximum(qs, rs)
-    sc_mq = np.take(sc, at + mq)
-    g -= np.take(sca, at + mq) - np.take(sca, at + qs) + u * (sc_n - sc_mq)
+    sc_mq = sc.take(ct + mq)
+    g -= sca.take(ct + mq) - sca.take(ct + qs) + u * (sc_n - sc_mq)
     dg -= s * (sc_n - sc_mq)
     rem, drem = _pl_pos(
-        take - total + np.where(qs <= rs, np.take(sa, at + qs), sa_rs + (qs - rs) * u),
+        take - total + np.where(qs <= rs, sa.take(at + qs), sa_rs + (qs - rs) * u),
         dtake - s * (n - mq),
     )
-    c_p = np.where(qs >= 1, np.take(cost, an + np.maximum(qs - 1, 0)), 0.0)
+    c_p = np.where(qs >= 1, cost.take(cn + np.maximum(qs - 1, 0)), 0.0)
     g -= c_p * rem
     dg -= c_p * drem
     return g, dg
@@ -304,8 +312,9 @@ def _top_interval(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
 def _points_per_row(n_rows: int, n: int) -> int:
     """How many top values to try per row and step: more when the batch is small.
 
-    A step costs ~100 numpy calls whatever their size, so small batches try several points at
-    once (the tangent crossing plus a grid over the bracket) and need fewer steps.
+    A step costs ~100 small numpy calls besides a few of size (points × C), so small batches
+    try several points at once (the tangent crossing plus a grid over the bracket) and need
+    fewer steps.
     """
     return min(max(_POINTS_BUDGET // max(1, n_rows * n), 1), _MAX_POINTS)
 
