@@ -157,3 +157,29 @@ def test_extract_errors(setting):
     other = FunctionTarget(lambda x: np.full((len(x), 3), 1 / 3), n_classes=3, input_shape=(5,))
     with pytest.raises(Exception, match=r"expected inputs of shape \(n, 5\)"):
         extract(other, recipe, pool=pool, budget=10, seed=0)
+
+
+def test_recipe_rounds_retrain_without_evaluating(setting):
+    from dataclasses import replace
+
+    target, pool, test_x, test_y = setting
+    seen_substitutes = []
+
+    class Watching:
+        name = "watching"
+
+        def propose(self, state, n, rng):
+            seen_substitutes.append((state.n_queried, state.substitute is not None))
+            idx = rng.choice(state.unused, size=n, replace=False)
+            from modelsteal.attacks import Proposal
+
+            return Proposal(x=state.pool[idx], pool_index=idx)
+
+    recipe = replace(
+        build_recipe("knockoff", **FAST), strategy=Watching(), rounds=lambda b: [b // 4, b // 2]
+    )
+    result = extract(
+        target, recipe, pool=pool, budget=80, seed=0, schedule=[80], eval_x=test_x, eval_y=test_y
+    )
+    assert [h["queries"] for h in result.history] == [80]
+    assert seen_substitutes == [(0, False), (20, True), (40, True)]

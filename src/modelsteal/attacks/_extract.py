@@ -35,6 +35,10 @@ class Recipe:
     trainer: SubstituteTrainer
     paper: str = ""
     query_batch_size: int = 256
+    rounds: Callable[[int], Sequence[int]] | None = None
+    """Query counts (for a given budget) after which the substitute is retrained so that the
+    strategy can use it (JBDA's augmentation rounds, ActiveThief's selection rounds). None: the
+    substitute is trained only at the evaluation schedule's points."""
 
 
 @dataclass
@@ -85,8 +89,9 @@ def extract(
     """Steal ``target`` with ``recipe``, spending at most ``budget`` queries.
 
     Every query goes through a :class:`~modelsteal.targets.BudgetedTarget`, so no strategy can
-    exceed the budget. At each point of ``schedule`` (default: only the full budget) the substitute
-    is retrained from scratch on everything queried so far and, when ``eval_x`` is given, measured:
+    exceed the budget. At each point of ``schedule`` (default: only the full budget), and after
+    each of the recipe's ``rounds``, the substitute is retrained from scratch on everything queried
+    so far; at the schedule's points it is also measured, when ``eval_x`` is given:
     ``accuracy`` against ``eval_y`` and ``fidelity`` against the target's labels on ``eval_x``
     (``eval_target``; when omitted they are asked of ``target`` directly, outside the attacker's
     budget, as an evaluator with access to the target would).
@@ -116,6 +121,10 @@ def extract(
             f"queries that {recipe.name} would ask (each pool row is asked at most once). "
             "Lower the budget or give a larger pool."
         )
+    evaluate_at = set(points)
+    if recipe.rounds is not None:
+        extra = [int(r) for r in recipe.rounds(budget) if 0 < int(r) < budget]
+        points = sorted(evaluate_at | set(extra))
     oracle = budgeted(target, budget)
     history: list[dict[str, float]] = []
     for step, point in enumerate(points):
@@ -134,6 +143,10 @@ def extract(
         state.substitute = recipe.trainer.fit(
             X, Y, input_shape=state.input_shape, n_classes=state.n_classes, seed=seed
         )
+        if progress:
+            progress("train", step + 1, len(points))
+        if point not in evaluate_at:
+            continue
         record: dict[str, float] = {
             "queries": oracle.spent,
             "train_seconds": time.perf_counter() - started,
@@ -145,8 +158,6 @@ def extract(
                 record["accuracy"] = accuracy(eval_y, sub)
         history.append(record)
         log.info("%s at %d queries: %s", recipe.name, oracle.spent, record)
-        if progress:
-            progress("train", step + 1, len(points))
     return ExtractionResult(
         recipe=recipe.name,
         substitute=state.substitute,
