@@ -7,9 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from modelsteal.models import TrainConfig, build_model, train_model
+
+# The suite runs on two pytest-xdist workers: one torch thread each avoids oversubscribing the
+# two cores (results do not depend on the thread count).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
