@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from modelsteal.models import TrainConfig, build_model, train_model
 
 # The suite runs on two pytest-xdist workers: one torch thread each avoids oversubscribing the
-# two cores (results do not depend on the thread count).
+# two cores. (No test compares results computed under different thread counts.)
 torch.set_num_threads(1)
 
 
