@@ -13,7 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # defenses.py runs modelguard_w.py, modelguard_s.py and mad.py itself.
-SCRIPTS = ["mnist_knockoff.py", "defenses_mnist.py", "defenses.py"]
+SCRIPTS = ["mnist_knockoff.py", "defenses_mnist.py", "defenses.py", "exact_extraction.py"]
 
 if __name__ == "__main__":
     failed = [s for s in SCRIPTS if subprocess.run([sys.executable, str(HERE / s)]).returncode]

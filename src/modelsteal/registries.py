@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelsteal._registry import Registry
-from modelsteal.attacks import RECIPES, RECOVERIES, STRATEGIES
+from modelsteal.attacks import EXACT_ATTACKS, RECIPES, RECOVERIES, STRATEGIES
 from modelsteal.data import DATASETS
 from modelsteal.defenses import DEFENSES
 from modelsteal.models import MODELS
@@ -14,6 +14,7 @@ for _name, _registry in (
     ("models", MODELS),
     ("defenses", DEFENSES),
     ("recipes", RECIPES),
+    ("exact", EXACT_ATTACKS),
     ("strategies", STRATEGIES),
     ("recoveries", RECOVERIES),
 ):

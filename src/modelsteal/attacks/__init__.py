@@ -9,15 +9,18 @@ from modelsteal.attacks._base import (
     Recovery,
 )
 from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extract
+from modelsteal.attacks.exact import EXACT_ATTACKS, ExactResult
 from modelsteal.attacks.recipes import RECIPES, build_recipe
 from modelsteal.attacks.strategies import RandomPool
 from modelsteal.attacks.training import SubstituteTrainer, default_architecture
 
 __all__ = [
+    "EXACT_ATTACKS",
     "RECIPES",
     "RECOVERIES",
     "STRATEGIES",
     "AttackState",
+    "ExactResult",
     "ExtractionResult",
     "Progress",
     "Proposal",
