@@ -152,7 +152,7 @@ def test_extract_errors(setting):
         extract(target, recipe, pool=pool, budget=0, seed=0)
     with pytest.raises(InvalidParameterError, match="seed is required"):
         extract(target, recipe, pool=pool, budget=10, seed=None)
-    with pytest.raises(UnknownNameError, match="Unknown recipe 'knockof'.*Known recipes: knockoff"):
+    with pytest.raises(UnknownNameError, match="Unknown recipe 'knockof'.*Known recipes: .*knockoff"):
         build_recipe("knockof")
     other = FunctionTarget(lambda x: np.full((len(x), 3), 1 / 3), n_classes=3, input_shape=(5,))
     with pytest.raises(Exception, match=r"expected inputs of shape \(n, 5\)"):

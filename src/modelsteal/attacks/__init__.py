@@ -12,10 +12,13 @@ from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extr
 from modelsteal.attacks.exact import EXACT_ATTACKS, ExactResult
 from modelsteal.attacks.recipes import RECIPES, build_recipe
 from modelsteal.attacks.strategies import RandomPool
+from modelsteal.attacks.synthetic import JBDA, JBDATR, UniformNoise, jbda_rounds
 from modelsteal.attacks.training import SubstituteTrainer, default_architecture
 
 __all__ = [
     "EXACT_ATTACKS",
+    "JBDA",
+    "JBDATR",
     "RECIPES",
     "RECOVERIES",
     "STRATEGIES",
@@ -29,7 +32,9 @@ __all__ = [
     "Recipe",
     "Recovery",
     "SubstituteTrainer",
+    "UniformNoise",
     "build_recipe",
     "default_architecture",
     "extract",
+    "jbda_rounds",
 ]

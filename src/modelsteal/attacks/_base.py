@@ -32,6 +32,9 @@ class AttackState:
     queried_x: list[np.ndarray] = field(default_factory=list)
     responses: list[np.ndarray] = field(default_factory=list)
     substitute: Any = None
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Per-run scratch space for strategies (e.g. a reservoir draw that spans several proposals),
+    so that strategies themselves keep no run state."""
 
     def __post_init__(self) -> None:
         self.used = np.zeros(len(self.pool), dtype=bool)

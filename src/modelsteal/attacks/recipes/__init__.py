@@ -13,7 +13,11 @@ from modelsteal.attacks._extract import Recipe
 
 RECIPES: Registry[Callable[..., Recipe]] = Registry("recipe")
 
-from modelsteal.attacks.recipes import knockoff_orekondy_2019  # noqa: E402,F401  (registers)
+from modelsteal.attacks.recipes import (  # noqa: E402,F401  (registers)
+    jbda_papernot_2017,
+    jbda_tr_juuti_2019,
+    knockoff_orekondy_2019,
+)
 
 
 def build_recipe(name: str, **params) -> Recipe:
