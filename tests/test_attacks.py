@@ -131,15 +131,17 @@ def test_label_only_target_trains_on_hard_labels(setting):
     assert set(np.unique(result.responses)) == {0.0, 1.0}
     hard = build_recipe("knockoff", hard_labels=True)
     soft = target.query(test_x[:5])
-    np.testing.assert_array_equal(hard.recovery(soft).argmax(axis=1), soft.argmax(axis=1))
-    assert set(np.unique(hard.recovery(soft))) == {0.0, 1.0}
+    np.testing.assert_array_equal(
+        hard.recovery(soft, test_x[:5]).argmax(axis=1), soft.argmax(axis=1)
+    )
+    assert set(np.unique(hard.recovery(soft, test_x[:5]))) == {0.0, 1.0}
 
 
 def test_extract_errors(setting):
     target, pool, _, _ = setting
     recipe = build_recipe("knockoff", **FAST)
     with pytest.raises(
-        InvalidParameterError, match="attacker pool has 600 rows, fewer than the budget of 700"
+        InvalidParameterError, match="attacker pool has 600 rows, fewer than the 700 inputs"
     ):
         extract(target, recipe, pool=pool, budget=700, seed=0)
     with pytest.raises(
@@ -152,7 +154,9 @@ def test_extract_errors(setting):
         extract(target, recipe, pool=pool, budget=0, seed=0)
     with pytest.raises(InvalidParameterError, match="seed is required"):
         extract(target, recipe, pool=pool, budget=10, seed=None)
-    with pytest.raises(UnknownNameError, match="Unknown recipe 'knockof'.*Known recipes: .*knockoff"):
+    with pytest.raises(
+        UnknownNameError, match="Unknown recipe 'knockof'.*Known recipes: .*knockoff"
+    ):
         build_recipe("knockof")
     other = FunctionTarget(lambda x: np.full((len(x), 3), 1 / 3), n_classes=3, input_shape=(5,))
     with pytest.raises(Exception, match=r"expected inputs of shape \(n, 5\)"):
@@ -183,3 +187,25 @@ def test_recipe_rounds_retrain_without_evaluating(setting):
     )
     assert [h["queries"] for h in result.history] == [80]
     assert seen_substitutes == [(0, False), (20, True), (40, True)]
+
+
+def test_a_querier_that_costs_several_rows_stays_inside_the_budget(setting):
+    from dataclasses import dataclass, replace
+
+    target, pool, _, _ = setting
+
+    @dataclass(frozen=True)
+    class Thrice:
+        cost: int = 3
+
+        def ask(self, oracle, x, state, rng):
+            return np.mean([oracle.query(x) for _ in range(3)], axis=0)
+
+    counter = CountingTarget(target)
+    recipe = replace(build_recipe("knockoff", **FAST), querier=Thrice())
+    result = extract(counter, recipe, pool=pool, budget=100, seed=0, schedule=[50, 100])
+    assert counter.rows == result.queries == 99  # 33 inputs, 3 rows each
+    assert len(result.queried_x) == 33
+    assert [h["queries"] for h in result.history] == [48, 99]
+    with pytest.raises(InvalidParameterError, match="cannot pay for one input at 3 rows each"):
+        extract(target, recipe, pool=pool, budget=2, seed=0)

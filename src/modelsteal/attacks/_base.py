@@ -32,6 +32,9 @@ class AttackState:
     queried_x: list[np.ndarray] = field(default_factory=list)
     responses: list[np.ndarray] = field(default_factory=list)
     substitute: Any = None
+    side_data: Any = None
+    """The attacker's own small labelled set (an ArraySet), for recoveries that train shadow
+    models; None when the attacker has none."""
     memo: dict[str, Any] = field(default_factory=dict)
     """Per-run scratch space for strategies (e.g. a reservoir draw that spans several proposals),
     so that strategies themselves keep no run state."""
@@ -74,8 +77,43 @@ class QueryStrategy(Protocol):
     # strategy never asks a row twice); extract() checks it before spending anything.
 
 
-Recovery = Callable[[np.ndarray], np.ndarray]
-"""Maps a batch of returned vectors ŷ to the training targets ỹ (rows on the simplex)."""
+class Recovery(Protocol):
+    """Maps returned vectors ŷ (and the inputs that produced them) to training targets ỹ.
+
+    ``recover(returned, x)`` takes every answer so far, in query order, and returns rows on the
+    simplex. Optional: ``prepare(state, rng)``, called once before the first substitute is
+    trained, for recoveries that learn something first (shadow models, a lookup table); they may
+    use ``state.side_data`` (the attacker's own small labelled set) and never the target.
+    """
+
+    def __call__(self, returned: np.ndarray, x: np.ndarray) -> np.ndarray: ...
+
+
+class Querier(Protocol):
+    """How an input is asked: once (plain), as several augmented views, or m times (m-QPI).
+
+    ``cost`` is the number of budget rows one input spends; ``ask`` spends exactly
+    ``cost * len(x)`` rows through ``oracle`` and returns one aggregated row per input.
+    """
+
+    cost: int
+
+    def ask(
+        self, oracle: Any, x: np.ndarray, state: AttackState, rng: np.random.Generator
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PlainQuerier:
+    """Each input is asked once."""
+
+    cost: int = 1
+
+    def ask(
+        self, oracle: Any, x: np.ndarray, state: AttackState, rng: np.random.Generator
+    ) -> np.ndarray:
+        return oracle.query(x)
+
 
 STRATEGIES: Registry[Callable[..., QueryStrategy]] = Registry("query strategy")
 RECOVERIES: Registry[Callable[..., Recovery]] = Registry("recovery")

@@ -6,12 +6,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from modelsteal._checks import as_rng, check_inputs, check_int
-from modelsteal.attacks._base import AttackState, QueryStrategy, Recovery
+from modelsteal.attacks._base import AttackState, PlainQuerier, Querier, QueryStrategy, Recovery
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.errors import InputValidationError, InvalidParameterError
 from modelsteal.metrics import accuracy, fidelity
@@ -35,6 +36,8 @@ class Recipe:
     trainer: SubstituteTrainer
     paper: str = ""
     query_batch_size: int = 256
+    querier: Querier = field(default_factory=PlainQuerier)
+    """How each proposed input is asked (once by default; views or repeats cost more rows)."""
     rounds: Callable[[int], Sequence[int]] | None = None
     """Query counts (for a given budget) after which the substitute is retrained so that the
     strategy can use it (JBDA's augmentation rounds, ActiveThief's selection rounds). None: the
@@ -53,6 +56,8 @@ class ExtractionResult:
     queried_x: np.ndarray = field(repr=False)
     responses: np.ndarray = field(repr=False)
     seed: int = 0
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What the recipe's parts noted during the run (``AttackState.memo``), for analysis."""
 
     def as_target(self) -> TorchTarget:
         """The substitute as a target (e.g. to attack it in turn, or to measure it)."""
@@ -84,6 +89,7 @@ def extract(
     eval_y: np.ndarray | None = None,
     eval_target: np.ndarray | None = None,
     domain: tuple[float, float] | None = None,
+    side_data: Any = None,
     progress: Progress | None = None,
 ) -> ExtractionResult:
     """Steal ``target`` with ``recipe``, spending at most ``budget`` queries.
@@ -113,13 +119,15 @@ def extract(
         n_classes=target.n_classes,
         input_shape=tuple(target.input_shape),
         domain=domain,
+        side_data=side_data,
     )
+    cost = check_int(recipe.querier.cost, name="cost", owner=type(recipe.querier).__name__, low=1)
     limit = getattr(recipe.strategy, "max_queries", None)
-    if limit is not None and budget > limit(state):
+    if limit is not None and budget // cost > limit(state):
         raise InvalidParameterError(
-            f"The attacker pool has {limit(state)} rows, fewer than the budget of {budget} "
-            f"queries that {recipe.name} would ask (each pool row is asked at most once). "
-            "Lower the budget or give a larger pool."
+            f"The attacker pool has {limit(state)} rows, fewer than the {budget // cost} inputs "
+            f"that {recipe.name} would ask with a budget of {budget} (each pool row is asked at "
+            "most once). Lower the budget or give a larger pool."
         )
     evaluate_at = set(points)
     if recipe.rounds is not None:
@@ -128,18 +136,27 @@ def extract(
     oracle = budgeted(target, budget)
     history: list[dict[str, float]] = []
     for step, point in enumerate(points):
-        while oracle.spent < point:
-            n = min(point - oracle.spent, recipe.query_batch_size)
+        while (point - oracle.spent) // cost > 0:
+            n = min((point - oracle.spent) // cost, recipe.query_batch_size)
             proposal = recipe.strategy.propose(state, n, rng)
-            answers = oracle.query(proposal.x)
+            answers = recipe.querier.ask(oracle, proposal.x, state, rng)
             if proposal.pool_index is not None:
                 state.used[proposal.pool_index] = True
             state.queried_x.append(np.asarray(proposal.x, dtype=np.float32))
             state.responses.append(answers)
             if progress:
                 progress("query", oracle.spent, budget)
+        if not state.queried_x:
+            raise InvalidParameterError(
+                f"{recipe.name}: a budget of {point} rows cannot pay for one input at "
+                f"{cost} rows each."
+            )
+        prepare = getattr(recipe.recovery, "prepare", None)
+        if prepare is not None and step == 0:
+            prepare(state, rng)
         started = time.perf_counter()
-        X, Y = state.inputs(), recipe.recovery(state.answers())
+        X = state.inputs()
+        Y = recipe.recovery(state.answers(), X)
         state.substitute = recipe.trainer.fit(
             X, Y, input_shape=state.input_shape, n_classes=state.n_classes, seed=seed
         )
@@ -167,4 +184,5 @@ def extract(
         queried_x=state.inputs(),
         responses=state.answers(),
         seed=seed,
+        info=dict(state.memo),
     )
