@@ -70,12 +70,18 @@ def test_every_recipe_stays_inside_its_budget(name, budget, setting):
     assert len(result.queried_x) == budget and len(result.responses) == budget
 
 
-def test_extract_respects_an_outer_budget(setting):
-    target, pool, _, _ = setting
+def test_an_outer_budget_stops_the_attack_at_exactly_that_budget(setting):
+    target, pool, test_x, test_y = setting
     outer = budgeted(target, 100)
-    with pytest.raises(QueryBudgetExceeded, match="budget is 100 rows"):
-        extract(outer, build_recipe("knockoff", **FAST), pool=pool, budget=300, seed=0)
-    assert outer.spent <= 100
+    result = extract(
+        outer, build_recipe("knockoff", **FAST), pool=pool, budget=300, seed=0,
+        schedule=[50, 200, 300], eval_x=test_x, eval_y=test_y, eval_target=target.query(test_x),
+    )
+    assert outer.spent == result.queries == 100 and len(result.queried_x) == 100
+    assert [h["queries"] for h in result.history] == [50, 100]
+    assert "budget is 100 rows" in result.info["stopped"]
+    with pytest.raises(QueryBudgetExceeded):
+        outer.query(test_x[:1])
 
 
 def test_same_seed_same_substitute(setting):

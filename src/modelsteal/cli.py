@@ -85,8 +85,8 @@ def _history_table(title: str, curves: dict[str, Sequence[dict[str, float]]]) ->
             table.add_row(
                 label,
                 f"{int(row['queries'])}",
-                f"{row.get('accuracy', float('nan')):.4f}",
-                f"{row.get('fidelity', float('nan')):.4f}",
+                f"{row['accuracy']:.4f}" if "accuracy" in row else "—",
+                f"{row['fidelity']:.4f}" if "fidelity" in row else "—",
                 f"{row.get('train_seconds', 0.0):.1f}",
             )
     return table
@@ -183,8 +183,15 @@ def train(
 @app.command()
 @_friendly
 def steal(
-    target: Annotated[Path, typer.Option(help="Model file: .pt bundle, .onnx or .joblib/.pkl.")],
+    target: Annotated[
+        str,
+        typer.Option(help="Model file (.pt bundle, .onnx, .joblib/.pkl) or a server URL."),
+    ],
     budgets: Annotated[str, typer.Option(help="Query budgets, e.g. 1000,5000,10k.")] = "1000",
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="MODELSTEAL_API_KEY", help="API key of a server target."),
+    ] = None,
     recipe: Annotated[str, typer.Option(help="Attack recipe (see `list recipes`).")] = "knockoff",
     data: Annotated[
         str | None,
@@ -231,7 +238,8 @@ def steal(
         data_dir=data_dir,
     )
     splits = split.load(ood=None)
-    victim = load_target(target, input_shape=splits.input_shape)
+    victim = load_target(target, input_shape=splits.input_shape, api_key=api_key)
+    name = target if target.startswith(("http://", "https://")) else Path(target).name
     with _progress() as progress:
         result = run_steal(
             victim,
@@ -245,7 +253,7 @@ def steal(
         )
     label = f"{recipe}{', labels only' if labels_only else ''}"
     curves = {label: result.history}
-    console.print(_history_table(f"{recipe} against {target.name} on {split.data}", curves))
+    console.print(_history_table(f"{recipe} against {name} on {split.data}", curves))
     if out is not None:
         meta = {
             "target": str(target),
@@ -256,7 +264,7 @@ def steal(
             "seed": seed,
         }
         for kind, path in write_extraction_report(
-            out, curves, meta=meta, title=f"{recipe} against {target.name}"
+            out, curves, meta=meta, title=f"{recipe} against {name}"
         ).items():
             console.print(f"{kind:>8}: {path}")
     if save_substitute is not None:
@@ -354,6 +362,54 @@ def defend(
         console.print(f"written: {out}/utility.{{csv,md,json}}")
 
 
+@app.command()
+@_friendly
+def exact(
+    name: Annotated[str, typer.Argument(help="Exact attack, e.g. relu-from-gradients.")],
+    target: Annotated[Path, typer.Option(help="Model file: .joblib/.pkl (sklearn) or .pt bundle.")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data set or .csv/.npz file (default: the target's training data)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Attack parameter KEY=VALUE.")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="Query budget (default: the attack's).")] = (
+        None
+    ),
+    seed: Seed = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for result.json and params.npz.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run an exact-extraction attack (equation solving, tree path finding, ReLU reconstruction)."""
+    from modelsteal.attacks.exact import run_exact, save_exact
+
+    with console.status(f"running {name} against {target.name}…"):
+        result, report = run_exact(
+            name,
+            target,
+            data=data,
+            params=_parse_params(param),
+            budget=budget,
+            seed=seed,
+            data_dir=data_dir,
+        )
+    table = Table(title=f"{report['attack']} against {target.name} ({report['data']})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("queries", f"{report['queries']:,} of {report['budget']:,}")
+    for key in ("agreement_test", "agreement_uniform", "rel_error_test", "rel_error_uniform"):
+        if key in report:
+            table.add_row(key.replace("_", " "), f"{report[key]:.6g}")
+    for key, value in report["info"].items():
+        if isinstance(value, int | float | str):
+            table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+    if out is not None:
+        for path in save_exact(result, report, out):
+            console.print(f"written: {path}")
+
+
 @app.command("list")
 @_friendly
 def list_(
@@ -393,6 +449,12 @@ def data_fetch(
         )
     for path in fetch_dataset(name, data_dir=data_dir, force=force):
         console.print(f"ok {path}")
+
+
+from modelsteal.server.cli import keys_app, serve  # noqa: E402  (the server's commands)
+
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:  # pragma: no cover

@@ -25,7 +25,7 @@ from modelsteal.models import (
     train_model,
 )
 from modelsteal.reports import write_extraction_report
-from modelsteal.targets import Target, label_only
+from modelsteal.targets import HttpTarget, Target, label_only
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,9 @@ def steal(
         eval_x=splits.target_test.X,
         eval_y=splits.target_test.y,
         domain=splits.domain,
+        # A remote target bills every row: fidelity would spend the attacker's quota on
+        # evaluation, so it is measured only for local targets.
+        measure_fidelity=not isinstance(target, HttpTarget),
         progress=progress,
     )
 

@@ -14,7 +14,7 @@ from torch import nn
 from modelsteal._checks import as_rng, check_inputs, check_int
 from modelsteal.attacks._base import AttackState, PlainQuerier, Querier, QueryStrategy, Recovery
 from modelsteal.attacks.training import SubstituteTrainer
-from modelsteal.errors import InputValidationError, InvalidParameterError
+from modelsteal.errors import InputValidationError, InvalidParameterError, QueryBudgetExceeded
 from modelsteal.metrics import accuracy, fidelity
 from modelsteal.models import predict_proba
 from modelsteal.targets import Target, TorchTarget, budgeted
@@ -90,6 +90,7 @@ def extract(
     eval_target: np.ndarray | None = None,
     domain: tuple[float, float] | None = None,
     side_data: Any = None,
+    measure_fidelity: bool = True,
     progress: Progress | None = None,
 ) -> ExtractionResult:
     """Steal ``target`` with ``recipe``, spending at most ``budget`` queries.
@@ -100,7 +101,13 @@ def extract(
     so far; at the schedule's points it is also measured, when ``eval_x`` is given:
     ``accuracy`` against ``eval_y`` and ``fidelity`` against the target's labels on ``eval_x``
     (``eval_target``; when omitted they are asked of ``target`` directly, outside the attacker's
-    budget, as an evaluator with access to the target would).
+    budget, as an evaluator with access to the target would; ``measure_fidelity=False`` skips
+    that, e.g. for a remote target whose every row is paid for).
+
+    A budget enforced outside (an outer :func:`~modelsteal.targets.budgeted`, a server's quota)
+    does not lose the run: when the target refuses a batch with
+    :class:`~modelsteal.errors.QueryBudgetExceeded`, the attack asks for at most the rows that
+    remain, then trains on everything it got and stops; ``info["stopped"]`` says why.
     """
     budget = check_int(budget, name="budget", owner="extract", low=1)
     points = _schedule(schedule, budget)
@@ -108,7 +115,7 @@ def extract(
     rng = as_rng(seed)
     if eval_x is not None:
         eval_x = check_inputs(eval_x, input_shape=target.input_shape, where="extract(eval_x=...)")
-        if eval_target is None:
+        if eval_target is None and measure_fidelity:
             eval_target = target.query(eval_x)
         if eval_y is not None and len(eval_y) != len(eval_x):
             raise InputValidationError(
@@ -135,11 +142,26 @@ def extract(
         points = sorted(evaluate_at | set(extra))
     oracle = budgeted(target, budget)
     history: list[dict[str, float]] = []
+    outside_cap: int | None = None  # rows left according to a budget or quota outside extract
     for step, point in enumerate(points):
-        while (point - oracle.spent) // cost > 0:
-            n = min((point - oracle.spent) // cost, recipe.query_batch_size)
+        while True:
+            room = point - oracle.spent
+            if outside_cap is not None:
+                room = min(room, outside_cap - oracle.spent)
+            n = min(room // cost, recipe.query_batch_size)
+            if n <= 0:
+                break
             proposal = recipe.strategy.propose(state, n, rng)
-            answers = recipe.querier.ask(oracle, proposal.x, state, rng)
+            try:
+                answers = recipe.querier.ask(oracle, proposal.x, state, rng)
+            except QueryBudgetExceeded as exc:
+                cap = oracle.spent + exc.remaining
+                if outside_cap is not None and cap >= outside_cap:
+                    raise  # no progress: the outside budget does not shrink the way it says
+                outside_cap = cap
+                state.memo["stopped"] = str(exc)
+                log.warning("%s: %s", recipe.name, exc)
+                continue
             if proposal.pool_index is not None:
                 state.used[proposal.pool_index] = True
             state.queried_x.append(np.asarray(proposal.x, dtype=np.float32))
@@ -162,7 +184,8 @@ def extract(
         )
         if progress:
             progress("train", step + 1, len(points))
-        if point not in evaluate_at:
+        stopped = outside_cap is not None and oracle.spent < point
+        if point not in evaluate_at and not stopped:
             continue
         record: dict[str, float] = {
             "queries": oracle.spent,
@@ -170,11 +193,14 @@ def extract(
         }
         if eval_x is not None:
             sub = predict_proba(state.substitute, eval_x)
-            record["fidelity"] = fidelity(sub, eval_target)
+            if eval_target is not None:
+                record["fidelity"] = fidelity(sub, eval_target)
             if eval_y is not None:
                 record["accuracy"] = accuracy(eval_y, sub)
         history.append(record)
         log.info("%s at %d queries: %s", recipe.name, oracle.spent, record)
+        if stopped:
+            break
     return ExtractionResult(
         recipe=recipe.name,
         substitute=state.substitute,

@@ -9,6 +9,7 @@ from modelsteal.targets._base import (
     output_kind,
     softmax,
 )
+from modelsteal.targets._http import HttpTarget, HttpTargetError, QuotaExceeded
 from modelsteal.targets._loading import load_target
 from modelsteal.targets._wrappers import (
     BudgetedTarget,
@@ -25,10 +26,13 @@ __all__ = [
     "BudgetedTarget",
     "ExplainableTarget",
     "FunctionTarget",
+    "HttpTarget",
+    "HttpTargetError",
     "LabelOnlyTarget",
     "LoggedTarget",
     "OnnxTarget",
     "QueryLog",
+    "QuotaExceeded",
     "SklearnTarget",
     "Target",
     "TorchTarget",

@@ -9,6 +9,7 @@ from pathlib import Path
 from modelsteal.errors import InvalidParameterError
 from modelsteal.targets._adapters import OnnxTarget, SklearnTarget, TorchTarget
 from modelsteal.targets._base import BaseTarget
+from modelsteal.targets._http import HttpTarget
 
 SUFFIXES = {
     ".pt": "torch",
@@ -22,9 +23,16 @@ SUFFIXES = {
 
 
 def load_target(
-    path: str | Path, *, input_shape: Sequence[int] | None = None, batch_size: int = 512
-) -> BaseTarget:
-    """Open a model file as a target, choosing the adapter by the file's suffix.
+    path: str | Path,
+    *,
+    input_shape: Sequence[int] | None = None,
+    batch_size: int = 512,
+    api_key: str | None = None,
+) -> BaseTarget | HttpTarget:
+    """Open a model file (or a server's URL) as a target, choosing the adapter by the suffix.
+
+    - ``http://...`` / ``https://...``: a prediction server (``modelsteal serve``), queried with
+      ``api_key``; an :class:`~modelsteal.targets.HttpTarget`.
 
     - ``.pt`` / ``.pth``: a modelsteal bundle (``modelsteal train``), or a TorchScript module
       (``torch.jit.save``; pass ``input_shape``) that returns logits.
@@ -33,6 +41,8 @@ def load_target(
     - ``.joblib`` / ``.pkl``: a fitted scikit-learn classifier. Unpickling runs code from the
       file: only open files you trust.
     """
+    if isinstance(path, str) and path.startswith(("http://", "https://")):
+        return _load_http(path, api_key=api_key, input_shape=input_shape)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}.")
@@ -58,6 +68,21 @@ def load_target(
 
         return SklearnTarget(joblib.load(path), input_shape=input_shape)
     return _load_torch(path, input_shape=input_shape, batch_size=batch_size)
+
+
+def _load_http(url: str, *, api_key: str | None, input_shape: Sequence[int] | None) -> HttpTarget:
+    if not api_key:
+        raise InvalidParameterError(
+            f"{url} is a prediction server: pass api_key=... (--api-key on the command line)."
+        )
+    target = HttpTarget(url, api_key=api_key)
+    if input_shape is not None and tuple(input_shape) != tuple(target.input_shape):
+        target.close()
+        raise InvalidParameterError(
+            f"The server at {url} takes inputs of shape {tuple(target.input_shape)}, not "
+            f"{tuple(input_shape)}; the data does not fit this model."
+        )
+    return target
 
 
 def _load_torch(path: Path, *, input_shape: Sequence[int] | None, batch_size: int) -> TorchTarget:
