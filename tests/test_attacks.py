@@ -58,24 +58,38 @@ def test_every_strategy_proposes_unused_rows_only(name, setting):
 def test_every_recipe_stays_inside_its_budget(name, budget, setting):
     target, pool, _, _ = setting
     counter = CountingTarget(target)
+    recipe = build_recipe(name, **FAST)
+    cost = recipe.querier.cost  # rows one input spends (several for smoothing and m-QPI)
+    if budget < cost:
+        with pytest.raises(InvalidParameterError, match="cannot pay for one input"):
+            extract(counter, recipe, pool=pool, budget=budget, seed=0)
+        assert counter.rows == 0
+        return
     result = extract(
         counter,
-        build_recipe(name, **FAST),
+        recipe,
         pool=pool,
         budget=budget,
         seed=0,
-        schedule=sorted({max(1, budget // 3), budget}),
+        schedule=sorted({max(cost, budget // 3), budget}),
     )
-    assert counter.rows == result.queries == budget
-    assert len(result.queried_x) == budget and len(result.responses) == budget
+    assert counter.rows == result.queries == (budget // cost) * cost <= budget
+    assert len(result.queried_x) == len(result.responses) == budget // cost
 
 
 def test_an_outer_budget_stops_the_attack_at_exactly_that_budget(setting):
     target, pool, test_x, test_y = setting
     outer = budgeted(target, 100)
     result = extract(
-        outer, build_recipe("knockoff", **FAST), pool=pool, budget=300, seed=0,
-        schedule=[50, 200, 300], eval_x=test_x, eval_y=test_y, eval_target=target.query(test_x),
+        outer,
+        build_recipe("knockoff", **FAST),
+        pool=pool,
+        budget=300,
+        seed=0,
+        schedule=[50, 200, 300],
+        eval_x=test_x,
+        eval_y=test_y,
+        eval_target=target.query(test_x),
     )
     assert outer.spent == result.queries == 100 and len(result.queried_x) == 100
     assert [h["queries"] for h in result.history] == [50, 100]

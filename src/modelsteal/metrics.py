@@ -111,3 +111,20 @@ def ood_auroc(probs_in: np.ndarray, probs_out: np.ndarray) -> float:
             f"{p_in.shape} and {p_out.shape}."
         )
     return auroc(p_in.max(axis=1), p_out.max(axis=1))
+
+
+def recovery_distance(recovered: np.ndarray, clean: np.ndarray, *, ord: float | str = 2) -> float:
+    """Mean over rows of ‖ỹ − y‖ between recovered (or returned) and clean probability rows.
+
+    ``ord`` is 1, 2 or ``"inf"``; Tang et al. (2024, Fig. 4 and Table 6) report the ℓ2 version.
+    """
+    p, q = _pair_probs(recovered, clean, ("recovered", "clean"))
+    if ord in ("inf", np.inf):
+        order: float = np.inf
+    elif ord in (1, 2):
+        order = float(ord)
+    else:
+        raise InputValidationError(
+            f"recovery_distance: ord must be 1, 2 or 'inf'. Got {ord!r} instead."
+        )
+    return float(np.linalg.norm(p - q, ord=order, axis=1).mean())

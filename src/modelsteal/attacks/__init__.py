@@ -1,5 +1,6 @@
 """Attacks: query strategies, recoveries and substitute trainers wired into recipes."""
 
+from modelsteal.attacks import bayes, ddae  # noqa: F401  (registers "pbayes", "ddae", "ddae_plus")
 from modelsteal.attacks._base import (
     RECOVERIES,
     STRATEGIES,
@@ -11,6 +12,7 @@ from modelsteal.attacks._base import (
     Recovery,
 )
 from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extract
+from modelsteal.attacks.adaptive import RepeatQuerier, S4LTrainer, SmoothingQuerier
 from modelsteal.attacks.exact import EXACT_ATTACKS, ExactResult
 from modelsteal.attacks.recipes import RECIPES, build_recipe
 from modelsteal.attacks.strategies import RandomPool
@@ -35,6 +37,9 @@ __all__ = [
     "RandomPool",
     "Recipe",
     "Recovery",
+    "RepeatQuerier",
+    "S4LTrainer",
+    "SmoothingQuerier",
     "SubstituteTrainer",
     "UniformNoise",
     "build_recipe",

@@ -14,9 +14,14 @@ from modelsteal.attacks._extract import Recipe
 RECIPES: Registry[Callable[..., Recipe]] = Registry("recipe")
 
 from modelsteal.attacks.recipes import (  # noqa: E402,F401  (registers)
+    ddae_chen_2023,
     jbda_papernot_2017,
     jbda_tr_juuti_2019,
     knockoff_orekondy_2019,
+    mqpi_tang_2024,
+    pbayes_tang_2024,
+    s4l_jagielski_2020,
+    smoothing_lukas_2022,
 )
 
 
