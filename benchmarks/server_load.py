@@ -124,17 +124,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="Rows per request.")
     parser.add_argument("--epsilon", type=float, default=0.5, help="ModelGuard-S ε.")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="A trained MNIST bundle (e.g. from benchmarks/mnist_knockoff.py); default: the "
+        "untrained registry cnn, whose near-constant answers make ModelGuard-S's work trivial.",
+    )
     args = parser.parse_args()
     x, source = inputs(10_000, seed=0)
     defenses = {"none": (), "modelguard_s": ("--param", f"epsilon={args.epsilon}")}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_model("cnn", (1, 28, 28), 10, seed=0)
-        bundle = save_model(
-            Path(tmp) / "cnn.pt",
-            model,
-            ModelInfo(arch="cnn", input_shape=(1, 28, 28), n_classes=10),
-        )
+        if args.model is not None:
+            bundle = args.model
+        else:
+            bundle = save_model(
+                Path(tmp) / "cnn.pt",
+                build_model("cnn", (1, 28, 28), 10, seed=0),
+                ModelInfo(arch="cnn", input_shape=(1, 28, 28), n_classes=10),
+            )
         for name, extra in defenses.items():
             state = Path(tmp) / f"{name}.db"
             token = create_key(StateStore(state), name="bench", quota=None).token
@@ -161,7 +170,7 @@ def main() -> None:
     ratio = results["modelguard_s"]["rows_per_s"] / results["none"]["rows_per_s"]
     command = (
         f"python benchmarks/server_load.py --seconds {args.seconds:g} --clients {args.clients} "
-        f"--batch {args.batch}"
+        f"--batch {args.batch}" + (f" --model {args.model}" if args.model else "")
     )
     report = {
         "command": command,
@@ -169,7 +178,7 @@ def main() -> None:
         "seconds": args.seconds,
         "rows_per_request": args.batch,
         "inputs": source,
-        "model": "build_model('cnn', (1, 28, 28), 10, seed=0)",
+        "model": str(args.model) if args.model else "build_model('cnn', (1, 28, 28), 10, seed=0)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "note": "clients and server share the machine's CPUs",
         "results": results,
