@@ -1,4 +1,5 @@
-"""Exact extraction: equation solving, tree path finding, Lowd–Meek, ReLU from gradients."""
+"""Exact extraction: equation solving, tree path finding, Lowd–Meek, ReLU from gradients and
+logits, gradient-matching substitutes."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from modelsteal.attacks.exact import (
     load_adult,
     lowd_meek,
     relu_from_gradients,
+    relu_from_logits,
+    train_gradient_matching,
     tree_path_finding,
 )
 from modelsteal.errors import InvalidParameterError, QueryBudgetExceeded, UnknownNameError
-from modelsteal.targets import SklearnTarget, label_only
+from modelsteal.models import TrainConfig
+from modelsteal.targets import SklearnTarget, TorchTarget, label_only
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +149,86 @@ def test_relu_queries_grow_with_h_not_d():
     assert abs(counts[(400, 16)] - counts[(10, 16)]) < 0.3 * counts[(10, 16)]
 
 
+@pytest.mark.parametrize(("d", "h", "seed"), [(5, 3, 0), (12, 6, 1), (20, 8, 0)])
+def test_relu_from_logits_is_functionally_equivalent(d, h, seed):
+    target = ReluNetTarget.random(d, h, seed=d + h)
+    result = relu_from_logits(target, seed=seed, n_check=20)
+    X = np.random.default_rng(1).normal(size=(2000, d)) * 3
+    f, g = target.score(X), result.model.score(X)
+    assert np.abs(f - g).max() <= 1e-6 * np.abs(f).max()
+    assert result.info["units_found"] == h
+    assert result.info["check_rel_err"] <= 1e-6
+    # value queries only: the search, then (h + 1) region gradients of d + 1 values each
+    assert result.info["gradient_queries"] == (h + 1) * (d + 1)
+    assert result.queries == result.info["search_queries"] + (h + 1) * (d + 1) + 20
+    assert result.queries <= result.budget
+    assert (result.predict(X) == (f > 0)).all()
+
+
+def test_relu_from_logits_never_asks_for_explanations():
+    target = ReluNetTarget.random(6, 4, seed=2)
+
+    def refuse(x):
+        raise AssertionError("explain was called")
+
+    target.explain = refuse
+    assert relu_from_logits(target, seed=0).info["units_found"] == 4
+
+
+def test_relu_from_logits_errors():
+    net = ReluNetTarget.random(4, 3, seed=0)
+    with pytest.raises(InvalidParameterError, match="answers labels only"):
+        relu_from_logits(label_only(net), seed=0)
+    with pytest.raises(QueryBudgetExceeded):
+        relu_from_logits(net, seed=0, budget=20)
+    with pytest.raises(InvalidParameterError, match="'step' parameter of relu_from_logits"):
+        relu_from_logits(net, seed=0, step=0.9)
+
+
+def test_from_bundle_model_reads_a_two_class_mlp():
+    from modelsteal.models import build_model
+
+    module = build_model("mlp", (7,), 2, seed=0, hidden=(5,))
+    net = ReluNetTarget.from_bundle_model(module)
+    x = np.random.default_rng(0).normal(size=(50, 7)).astype(np.float32)
+    torch_probs = TorchTarget(module, input_shape=(7,)).query(x)
+    assert np.abs(net.query(x.astype(np.float64)) - torch_probs).max() < 1e-6
+    with pytest.raises(InvalidParameterError, match="one hidden layer and 2 classes"):
+        ReluNetTarget.from_bundle_model(build_model("mlp", (7,), 2, seed=0))
+
+
+def test_gradient_matching_pays_two_rows_per_input_and_matches_gradients(digits, digits_mlp):
+    import torch
+
+    X, _ = digits
+    target = TorchTarget(digits_mlp, input_shape=(64,))
+    x = X[900:960]
+    config = TrainConfig(batch_size=30, lr=3e-3)
+    kw = {"arch": "mlp", "arch_params": {"hidden": (32,)}, "config": config, "steps": 60}
+    matched, queries = train_gradient_matching(target, x, lam=10.0, seed=0, **kw)
+    plain, _ = train_gradient_matching(target, x, lam=0.0, seed=0, **kw)
+    assert queries == 2 * len(x)
+
+    def grad_error(model):
+        xt = torch.from_numpy(X[1000:1200]).requires_grad_(True)
+        want = target.explain(X[1000:1200])
+        labels = target.query(X[1000:1200]).argmax(axis=1)
+        picked = model(xt).gather(1, torch.from_numpy(labels)[:, None]).sum()
+        (g,) = torch.autograd.grad(picked, xt)
+        return float(np.sum((g.numpy() - want) ** 2) / np.sum(want**2))
+
+    assert grad_error(matched) < 0.7 * grad_error(plain)
+    with pytest.raises(QueryBudgetExceeded):
+        train_gradient_matching(target, x, lam=1.0, seed=0, budget=len(x) + 1, **kw)
+    with pytest.raises(InvalidParameterError, match="explain"):
+        train_gradient_matching(SklearnTarget(_lr_on(X)), x, lam=1.0, seed=0, **kw)
+
+
+def _lr_on(X):
+    y = (X[:, 10] > X[:, 10].mean()).astype(int)
+    return LogisticRegression(max_iter=500).fit(X[:300], y[:300])
+
+
 def test_budget_is_never_exceeded(cancer):
     _X, model, *_ = cancer
     with pytest.raises(QueryBudgetExceeded, match="budget is 10 rows"):
@@ -183,4 +267,5 @@ def test_every_registered_attack_returns_an_exact_result():
         "lowd_meek",
         "adaptive_retraining",
         "relu_from_gradients",
+        "relu_from_logits",
     } <= set(EXACT_ATTACKS.names())

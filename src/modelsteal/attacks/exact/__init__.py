@@ -13,7 +13,10 @@ from modelsteal.attacks.exact.equations import (
     equation_solving_softmax,
 )
 from modelsteal.attacks.exact.gradients import ReluNetTarget, relu_from_gradients
+from modelsteal.attacks.exact.logits import relu_from_logits
 from modelsteal.attacks.exact.lowd_meek import adaptive_retraining, lowd_meek
+from modelsteal.attacks.exact.matching import MatchedSubstitute, train_gradient_matching
+from modelsteal.attacks.exact.runner import run_exact, save_exact
 from modelsteal.attacks.exact.trees import LeafTarget, TabularData, load_adult, tree_path_finding
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "ExactAttack",
     "ExactResult",
     "LeafTarget",
+    "MatchedSubstitute",
     "ReluNetTarget",
     "TabularData",
     "adaptive_retraining",
@@ -30,5 +34,9 @@ __all__ = [
     "load_adult",
     "lowd_meek",
     "relu_from_gradients",
+    "relu_from_logits",
+    "run_exact",
+    "save_exact",
+    "train_gradient_matching",
     "tree_path_finding",
 ]

@@ -84,22 +84,41 @@ class ReluNetTarget:
 
     @classmethod
     def from_module(cls, module: Any) -> ReluNetTarget:
-        """From a torch ``Sequential(Linear(d, h), ReLU(), Linear(h, 1))`` (the positive score)."""
+        """From a torch ``Linear(d, h) -> ReLU -> Linear(h, k)`` with ``k`` in {1, 2}.
+
+        ``k = 1``: the output is the positive score ``f``. ``k = 2`` (a registry ``"mlp"`` with
+        one hidden layer and two classes, e.g. a ``modelsteal train`` bundle): the score is the
+        logit difference ``f = z_1 - z_0``, so ``a = W2[1] - W2[0]`` and ``c = b2[1] - b2[0]``,
+        and this target answers the same probabilities as the module.
+        """
         import torch
 
         layers = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-        if len(layers) != 2 or layers[1].out_features != 1:
+        acts = [m for m in module.modules() if not list(m.children())]
+        relu_between = len(layers) == 2 and any(
+            isinstance(m, torch.nn.ReLU)
+            for m in acts[acts.index(layers[0]) + 1 : acts.index(layers[1])]
+        )
+        if len(layers) != 2 or layers[1].out_features not in (1, 2) or not relu_between:
             raise InvalidParameterError(
-                "ReluNetTarget.from_module needs Linear(d, h) -> ReLU -> Linear(h, 1). "
-                f"Got {len(layers)} Linear layers instead."
+                "ReluNetTarget.from_module needs Linear(d, h) -> ReLU -> Linear(h, 1 or 2) (a "
+                "registry 'mlp' with one hidden layer and 2 classes). Got "
+                f"{len(layers)} Linear layers"
+                + (f" ending in {layers[-1].out_features} outputs" if layers else "")
+                + " instead."
             )
         first, second = layers
+        W2 = second.weight.detach().double().numpy()
+        b2 = second.bias.detach().double().numpy()
+        a, c = (W2[0], b2[0]) if len(b2) == 1 else (W2[1] - W2[0], b2[1] - b2[0])
         return cls(
             first.weight.detach().double().numpy(),
             first.bias.detach().double().numpy(),
-            second.weight.detach().double().numpy()[0],
-            float(second.bias.detach().double()),
+            a,
+            float(c),
         )
+
+    from_bundle_model = from_module
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """``f(x)`` for a float64 batch (evaluation helper, not a query)."""
