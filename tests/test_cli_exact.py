@@ -94,6 +94,12 @@ def test_relu_from_gradients_on_a_trained_mlp_bundle(tmp_path, cancer):
         assert report["rel_error_test"] <= 1e-6 and report["rel_error_uniform"] <= 1e-6
         assert report["agreement_test"] == 1.0
         assert report["info"]["units_found"] <= 6
+    # The same attack through `steal --recipe`, as for every other recipe.
+    result, text = invoke(
+        "steal", "--recipe", "relu-from-gradients", "--target", path, "--out", tmp_path / "via"
+    )
+    assert result.exit_code == 0, text
+    assert json.loads((tmp_path / "via" / "result.json").read_text())["agreement_test"] == 1.0
 
 
 def test_unknown_name_lists_the_known_ones(tmp_path):

@@ -218,6 +218,7 @@ def steal(
     data_dir: DataDir = None,
 ) -> None:
     """Steal a saved target with an attack recipe at a schedule of budgets."""
+    from modelsteal.attacks import EXACT_ATTACKS
     from modelsteal.attacks.training import default_architecture
     from modelsteal.models import ModelInfo, save_model
     from modelsteal.reports import write_extraction_report
@@ -225,6 +226,18 @@ def steal(
     from modelsteal.workflows import parse_budgets, split_config_for
     from modelsteal.workflows import steal as run_steal
 
+    if recipe.replace("-", "_") in EXACT_ATTACKS:
+        # Exact-extraction recipes have their own command; --budgets gives their query cap.
+        return exact(
+            name=recipe,
+            target=Path(target),
+            data=data,
+            param=None,
+            budget=max(parse_budgets(budgets)) if budgets != "1000" else None,
+            seed=seed,
+            out=out,
+            data_dir=data_dir,
+        )
     schedule = parse_budgets(budgets)
     split = split_config_for(
         target,
