@@ -13,6 +13,7 @@ from modelsteal.attacks._base import (
 )
 from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extract
 from modelsteal.attacks.adaptive import RepeatQuerier, S4LTrainer, SmoothingQuerier
+from modelsteal.attacks.adaptive_knockoff import KnockoffAdaptive
 from modelsteal.attacks.exact import EXACT_ATTACKS, ExactResult
 from modelsteal.attacks.recipes import RECIPES, build_recipe
 from modelsteal.attacks.strategies import RandomPool
@@ -29,6 +30,7 @@ __all__ = [
     "AttackState",
     "ExactResult",
     "ExtractionResult",
+    "KnockoffAdaptive",
     "PlainQuerier",
     "Progress",
     "Proposal",

@@ -17,6 +17,7 @@ from modelsteal.attacks.recipes import (  # noqa: E402,F401  (registers)
     ddae_chen_2023,
     jbda_papernot_2017,
     jbda_tr_juuti_2019,
+    knockoff_adaptive_orekondy_2019,
     knockoff_orekondy_2019,
     mqpi_tang_2024,
     pbayes_tang_2024,
