@@ -13,7 +13,7 @@ The ratio reported for each B is "prediction-only rows needed to reach the gradi
 fidelity at B (best λ)" divided by the 2B rows gradient matching spent, interpolated in log-rows
 between measured budgets (a lower bound ``>`` when prediction-only never reaches it).
 
-    MODELSTEAL_DATA=/work/shared/datasets python benchmarks/gradient_matching.py [--quick]
+    MODELSTEAL_DATA=/path/to/datasets python benchmarks/gradient_matching.py [--quick]
 
 About 5 to 10 minutes on one CPU core (``--quick``: about 1 minute).
 """
