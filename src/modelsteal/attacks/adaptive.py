@@ -309,24 +309,3 @@ def pool_strategy(
         return [r * cost for r in inputs]
 
     return built, rounds
-
-
-def substitute_trainer(
-    *,
-    substitute: str = "auto",
-    substitute_params: dict[str, Any] | None = None,
-    epochs: int = 20,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    min_steps: int = 500,
-    cls: type[SubstituteTrainer] = SubstituteTrainer,
-    **extra: Any,
-) -> SubstituteTrainer:
-    """The recipes' substitute trainer from the same keywords as KnockoffNets' ``build``."""
-    return cls(
-        arch=substitute,
-        params=dict(substitute_params or {}),
-        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
-        min_steps=min_steps,
-        **extra,
-    )

@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
-from modelsteal.attacks.adaptive import pool_strategy, substitute_trainer
+from modelsteal.attacks.adaptive import pool_strategy
 from modelsteal.attacks.ddae import DDAE, DDAEPlus
 from modelsteal.attacks.recipes import RECIPES
+from modelsteal.attacks.training import substitute_trainer
 
 _PAPER = "https://doi.org/10.1109/SP46215.2023.10179406"
 

@@ -23,8 +23,7 @@ from modelsteal.attacks._extract import Recipe
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity, top1
 from modelsteal.attacks.synthetic import JBDA, jbda_rounds
-from modelsteal.attacks.training import SubstituteTrainer
-from modelsteal.models import TrainConfig
+from modelsteal.attacks.training import substitute_trainer
 
 
 @RECIPES.register("jbda_papernot_2017")
@@ -60,10 +59,12 @@ def build(
         name="jbda_papernot_2017",
         strategy=strategy,
         recovery=top1() if hard_labels else identity(),
-        trainer=SubstituteTrainer(
-            arch=substitute,
-            params=dict(substitute_params or {}),
-            config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr),
+        trainer=substitute_trainer(
+            substitute=substitute,
+            substitute_params=substitute_params,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
             min_steps=min_steps,
         ),
         paper="https://arxiv.org/abs/1602.02697",

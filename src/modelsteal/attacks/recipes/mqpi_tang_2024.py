@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
-from modelsteal.attacks.adaptive import RepeatQuerier, pool_strategy, substitute_trainer
+from modelsteal.attacks.adaptive import RepeatQuerier, pool_strategy
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity
+from modelsteal.attacks.training import substitute_trainer
 
 
 @RECIPES.register("mqpi_tang_2024")

@@ -19,9 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
-from modelsteal.attacks.adaptive import pool_strategy, substitute_trainer
+from modelsteal.attacks.adaptive import pool_strategy
 from modelsteal.attacks.bayes import PartialBayes
 from modelsteal.attacks.recipes import RECIPES
+from modelsteal.attacks.training import substitute_trainer
 
 
 @RECIPES.register("pbayes_tang_2024")

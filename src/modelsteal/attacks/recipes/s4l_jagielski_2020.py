@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
-from modelsteal.attacks.adaptive import S4LTrainer, pool_strategy, substitute_trainer
+from modelsteal.attacks.adaptive import S4LTrainer, pool_strategy
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity
+from modelsteal.attacks.training import substitute_trainer
 
 
 @RECIPES.register("s4l_jagielski_2020")
