@@ -12,6 +12,7 @@ from modelsteal.attacks._base import (
     Recovery,
 )
 from modelsteal.attacks._extract import ExtractionResult, Progress, Recipe, extract
+from modelsteal.attacks.activethief import ActiveThief, entropy_stop
 from modelsteal.attacks.adaptive import RepeatQuerier, S4LTrainer, SmoothingQuerier
 from modelsteal.attacks.adaptive_knockoff import KnockoffAdaptive
 from modelsteal.attacks.exact import EXACT_ATTACKS, ExactResult
@@ -27,6 +28,7 @@ __all__ = [
     "RECIPES",
     "RECOVERIES",
     "STRATEGIES",
+    "ActiveThief",
     "AttackState",
     "ExactResult",
     "ExtractionResult",
@@ -46,6 +48,7 @@ __all__ = [
     "UniformNoise",
     "build_recipe",
     "default_architecture",
+    "entropy_stop",
     "extract",
     "jbda_rounds",
 ]

@@ -14,6 +14,7 @@ from modelsteal.attacks._extract import Recipe
 RECIPES: Registry[Callable[..., Recipe]] = Registry("recipe")
 
 from modelsteal.attacks.recipes import (  # noqa: E402,F401  (registers)
+    activethief_pal_2020,
     ddae_chen_2023,
     jbda_papernot_2017,
     jbda_tr_juuti_2019,
