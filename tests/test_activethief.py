@@ -218,7 +218,7 @@ def test_rounds_follow_the_budget():
 @pytest.mark.parametrize("budget", [1, 37, 300])
 def test_recipe_runs_on_digits_inside_its_budget(budget, setting):
     target, pool, X_test, y_test = setting
-    recipe = build_recipe("activethief", selection="entropy+kcenter", alpha=0.05, **FAST)
+    recipe = build_recipe("activethief", selection="entropy+kcenter", **FAST)
     result = extract(target, recipe, pool=pool, budget=budget, seed=0, eval_x=X_test, eval_y=y_test)
     assert result.queries == len(result.queried_x) == budget
     assert len(np.unique(pool, axis=0)) == len(pool)  # so distinct rows mean distinct queries
@@ -226,6 +226,20 @@ def test_recipe_runs_on_digits_inside_its_budget(budget, setting):
     if budget == 300:
         assert result.history[-1]["accuracy"] > 0.5
         assert len(result.info["activethief"]["batch_entropy"]) == 10
+
+
+def test_the_stopping_rule_ends_the_run(setting):
+    target, pool, X_test, y_test = setting
+    # alpha = 10 exceeds any change of mean entropy (≤ log 10): the rule fires at the first check
+    recipe = build_recipe("activethief", selection="entropy", alpha=10.0, **FAST)
+    result = extract(
+        target, recipe, pool=pool, budget=300, seed=0, schedule=[300], eval_x=X_test, eval_y=y_test
+    )
+    run = result.info["activethief"]
+    assert run["stop_at"] == result.queries < 300
+    assert "entropy rule" in result.info["stopped"]
+    assert result.history[-1]["queries"] == result.queries
+    assert len(result.queried_x) == result.queries
 
 
 def test_recipe_is_deterministic(setting):

@@ -207,3 +207,43 @@ def test_defend_prints_and_writes_utility(tmp_path):
     )
     result, out = invoke("list", "defenses")
     assert result.exit_code == 0 and "reverse_sigmoid" in out
+
+
+def test_steal_passes_recipe_parameters(tmp_path):
+    model = tmp_path / "target.pt"
+    result, out = invoke(
+        "train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", model
+    )
+    assert result.exit_code == 0, out
+    result, out = invoke(
+        "steal",
+        "--target",
+        model,
+        "--recipe",
+        "activethief",
+        "--param",
+        "selection=entropy+kcenter",
+        "--param",
+        "seeding=cluster",
+        "--budgets",
+        "60,120",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "r",
+    )
+    assert result.exit_code == 0, out
+    rows = list(csv.DictReader((tmp_path / "r" / "history.csv").open()))
+    assert [int(r["queries"]) for r in rows] == [60, 120]
+    result, out = invoke(
+        "steal",
+        "--target",
+        model,
+        "--recipe",
+        "activethief",
+        "--param",
+        "selection=best",
+        "--budgets",
+        "60",
+    )
+    assert result.exit_code == 2 and "'selection' parameter" in " ".join(out.split())

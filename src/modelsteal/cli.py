@@ -193,6 +193,10 @@ def steal(
         typer.Option("--api-key", envvar="MODELSTEAL_API_KEY", help="API key of a server target."),
     ] = None,
     recipe: Annotated[str, typer.Option(help="Attack recipe (see `list recipes`).")] = "knockoff",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Recipe parameter KEY=VALUE, e.g. selection=entropy+kcenter."),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(help="Data set or file (default: the one the target was trained on)."),
@@ -232,7 +236,7 @@ def steal(
             name=recipe,
             target=Path(target),
             data=data,
-            param=None,
+            param=param,
             budget=max(parse_budgets(budgets)) if budgets != "1000" else None,
             seed=seed,
             out=out,
@@ -258,7 +262,7 @@ def steal(
             victim,
             splits,
             recipe=recipe,
-            recipe_params={"substitute": substitute, "epochs": epochs},
+            recipe_params={"substitute": substitute, "epochs": epochs, **_parse_params(param)},
             budgets=schedule,
             seed=seed,
             labels_only=labels_only,

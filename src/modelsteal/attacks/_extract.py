@@ -107,7 +107,9 @@ def extract(
     A budget enforced outside (an outer :func:`~modelsteal.targets.budgeted`, a server's quota)
     does not lose the run: when the target refuses a batch with
     :class:`~modelsteal.errors.QueryBudgetExceeded`, the attack asks for at most the rows that
-    remain, then trains on everything it got and stops; ``info["stopped"]`` says why.
+    remain, then trains on everything it got and stops; ``info["stopped"]`` says why. A strategy
+    with a stopping rule (ActiveThief's) ends the run the same way by setting
+    ``state.memo["stop"]``; its last proposal is then not asked.
     """
     budget = check_int(budget, name="budget", owner="extract", low=1)
     points = _schedule(schedule, budget)
@@ -143,6 +145,7 @@ def extract(
     oracle = budgeted(target, budget)
     history: list[dict[str, float]] = []
     outside_cap: int | None = None  # rows left according to a budget or quota outside extract
+    halted = False  # a strategy asked to stop (state.memo["stop"] says why)
     for step, point in enumerate(points):
         while True:
             room = point - oracle.spent
@@ -152,6 +155,10 @@ def extract(
             if n <= 0:
                 break
             proposal = recipe.strategy.propose(state, n, rng)
+            if "stop" in state.memo:  # the strategy's own stopping rule fired
+                halted = True
+                state.memo.setdefault("stopped", state.memo["stop"])
+                break
             try:
                 answers = recipe.querier.ask(oracle, proposal.x, state, rng)
             except QueryBudgetExceeded as exc:
@@ -184,7 +191,7 @@ def extract(
         )
         if progress:
             progress("train", step + 1, len(points))
-        stopped = outside_cap is not None and oracle.spent < point
+        stopped = halted or (outside_cap is not None and oracle.spent < point)
         if point not in evaluate_at and not stopped:
             continue
         record: dict[str, float] = {

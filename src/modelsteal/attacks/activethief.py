@@ -30,8 +30,9 @@ Seeding:
   seed, the normal case) it falls back to k-means on the inputs, still farthest first.
 
 Each selection round's mean entropy of the chosen batch (under the substitute that chose it) is
-recorded in ``state.memo["activethief"]``; with ``alpha`` set, the queries at which the thesis'
-stopping rule (:func:`entropy_stop`, Eq. 4) first fires are recorded as ``stop_at``.
+recorded in ``state.memo["activethief"]``; with ``alpha`` set, the thesis' stopping rule
+(:func:`entropy_stop`, Eq. 4) ends the run when it first fires, and the queries at that point are
+recorded as ``stop_at``.
 
 Departures: the original DFAL+k-center keeps ``budget`` DFAL candidates; here every combination
 keeps ``candidates · n`` (the strategy does not know the budget). DeepFool uses overshoot 0.02
@@ -407,6 +408,10 @@ class ActiveThief:
             and entropy_stop(run["batch_entropy"], self.alpha)
         ):
             run["stop_at"] = state.n_queried
+            state.memo["stop"] = (
+                f"ActiveThief's entropy rule (alpha={self.alpha}) fired at "
+                f"{state.n_queried} queries"
+            )
             log.info("ActiveThief: entropy stopping rule fired at %d queries", state.n_queried)
         run["_substitute"] = weakref.ref(state.substitute)
         run["queries"].append(state.n_queried)
