@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -11,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelsteal.errors import ModelStealError
+from modelsteal._cli_common import console, friendly, parse_params
 
 app = typer.Typer(
     help="Measure and defend against model stealing.",
@@ -25,8 +23,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data sets: list and (opt-in) download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
 
 DataDir = Annotated[
     str | None,
@@ -37,20 +33,6 @@ DataDir = Annotated[
     ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed for every random choice.")]
-
-
-def _friendly(fn: Callable) -> Callable:
-    """Turn modelsteal's errors into one clear line and exit code 2, no traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ModelStealError, FileNotFoundError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
 
 
 @contextmanager
@@ -92,24 +74,8 @@ def _history_table(title: str, curves: dict[str, Sequence[dict[str, float]]]) ->
     return table
 
 
-def _parse_params(pairs: list[str] | None) -> dict[str, Any]:
-    """``["hidden=[64,64]", "dropout=0.1"]`` → ``{"hidden": [64, 64], "dropout": 0.1}``."""
-    from modelsteal.errors import InvalidParameterError
-
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidParameterError(f"Parameters are KEY=VALUE. Got {pair!r} instead.")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
-
-
 @app.command()
-@_friendly
+@friendly
 def demo(
     out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/demo"),
     seed: Seed = 0,
@@ -127,7 +93,7 @@ def demo(
 
 
 @app.command()
-@_friendly
+@friendly
 def train(
     data: Annotated[str, typer.Option(help="Data set name (see `list`) or a .csv/.npz file.")],
     out: Annotated[Path, typer.Option(help="Where to save the model bundle (.pt).")],
@@ -168,7 +134,7 @@ def train(
         trained = train_target(
             split,
             arch=model,
-            params=_parse_params(param),
+            params=parse_params(param),
             config=config,
             seed=seed,
             out=out,
@@ -181,7 +147,7 @@ def train(
 
 
 @app.command()
-@_friendly
+@friendly
 def steal(
     target: Annotated[
         str,
@@ -262,7 +228,7 @@ def steal(
             victim,
             splits,
             recipe=recipe,
-            recipe_params={"substitute": substitute, "epochs": epochs, **_parse_params(param)},
+            recipe_params={"substitute": substitute, "epochs": epochs, **parse_params(param)},
             budgets=schedule,
             seed=seed,
             labels_only=labels_only,
@@ -296,7 +262,7 @@ def steal(
 
 
 @app.command()
-@_friendly
+@friendly
 def defend(
     target: Annotated[Path, typer.Option(help="Model file: .pt bundle, .onnx or .joblib/.pkl.")],
     defense: Annotated[str, typer.Option(help="Defense name (see `list defenses`).")],
@@ -334,7 +300,7 @@ def defend(
         sweep_values = {key: [json.loads(v) for v in values.split(",")]}
     with console.status(f"evaluating {defense} on {len(splits.target_test)} test rows…"):
         rows = run_defend(
-            victim, splits, defense=defense, params=_parse_params(param), sweep=sweep_values
+            victim, splits, defense=defense, params=parse_params(param), sweep=sweep_values
         )
     columns = [
         c
@@ -380,7 +346,7 @@ def defend(
 
 
 @app.command()
-@_friendly
+@friendly
 def exact(
     name: Annotated[str, typer.Argument(help="Exact attack, e.g. relu-from-gradients.")],
     target: Annotated[Path, typer.Option(help="Model file: .joblib/.pkl (sklearn) or .pt bundle.")],
@@ -406,7 +372,7 @@ def exact(
             name,
             target,
             data=data,
-            params=_parse_params(param),
+            params=parse_params(param),
             budget=budget,
             seed=seed,
             data_dir=data_dir,
@@ -428,7 +394,7 @@ def exact(
 
 
 @app.command("list")
-@_friendly
+@friendly
 def list_(
     what: Annotated[
         str | None, typer.Argument(help="datasets, models, recipes, strategies or recoveries.")
@@ -450,7 +416,7 @@ def list_(
 
 
 @data_app.command("fetch")
-@_friendly
+@friendly
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Registered data set name.")],
     data_dir: DataDir = None,

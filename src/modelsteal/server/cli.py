@@ -3,55 +3,19 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from modelsteal.errors import ModelStealError
-
-console = Console()
-err_console = Console(stderr=True)
+from modelsteal._cli_common import console, err_console, friendly, parse_params
 
 keys_app = typer.Typer(help="API keys of a server's state file.", no_args_is_help=True)
 
 StatePath = Annotated[
     Path, typer.Option("--state", help="The server's SQLite state file.", envvar="MODELSTEAL_STATE")
 ]
-
-
-def _friendly(fn: Callable) -> Callable:
-    """modelsteal's errors as one clear line and exit code 2 (as in the main CLI)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ModelStealError, FileNotFoundError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
-
-
-def _params(pairs: list[str] | None) -> dict[str, Any]:
-    from modelsteal.errors import InvalidParameterError
-
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidParameterError(f"Parameters are KEY=VALUE. Got {pair!r} instead.")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    return params
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
@@ -67,7 +31,7 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
         ) from None
 
 
-@_friendly
+@friendly
 def serve(
     model: Annotated[Path, typer.Option(help="Model file: .pt bundle, .onnx or .joblib/.pkl.")],
     state: StatePath,
@@ -113,7 +77,7 @@ def serve(
             model=model,
             state=state,
             defense=defense,
-            defense_params=resolve_params(_params(param)),
+            defense_params=resolve_params(parse_params(param)),
             input_shape=_shape(input_shape),
             centroid_state=centroid_state,
             max_batch_rows=max_batch_rows,
@@ -146,7 +110,7 @@ def _when(t: float | None) -> str:
 
 
 @keys_app.command("create")
-@_friendly
+@friendly
 def keys_create(
     name: Annotated[str, typer.Option(help="Who the key is for.")],
     state: StatePath,
@@ -164,7 +128,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-@_friendly
+@friendly
 def keys_list(state: StatePath) -> None:
     """Show every key with its quota and usage (never the tokens)."""
     table = Table(title=f"keys in {state}")
@@ -185,7 +149,7 @@ def keys_list(state: StatePath) -> None:
 
 
 @keys_app.command("revoke")
-@_friendly
+@friendly
 def keys_revoke(
     key: Annotated[str, typer.Argument(help="The key's id (or its name, if unique).")],
     state: StatePath,
