@@ -1,4 +1,5 @@
-"""A provider's audit in a few lines: how cheaply can my model be copied, with and without a defense?
+"""A provider's audit in a few lines: how cheaply can my model be copied, with or without a
+defense in front of it?
 
 Runs in under a minute on two cores with scikit-learn's bundled digits:
 
