@@ -10,14 +10,26 @@ from modelsteal.multiplicity.metrics import (
     summarise,
     viable_prediction_range,
 )
+from modelsteal.multiplicity.sampling import (
+    DropoutSample,
+    rashomon_set,
+    sample_dropout,
+    sample_retrained,
+    stack_scores,
+)
 
 __all__ = [
+    "DropoutSample",
     "ambiguity",
     "capacity_bits",
     "disagreement",
     "discrepancy",
     "rashomon_capacity",
+    "rashomon_set",
+    "sample_dropout",
+    "sample_retrained",
     "score_variance",
+    "stack_scores",
     "summarise",
     "viable_prediction_range",
 ]
