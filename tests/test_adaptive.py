@@ -263,3 +263,18 @@ def test_s4l_rotation_loss_decreases_on_tiny_images():
     assert not isinstance(flat, RotationModel)
     with pytest.raises(InvalidParameterError, match="last layer is nn.Linear"):
         RotationModel(torch.nn.Conv2d(1, 1, 1))
+
+
+@pytest.mark.parametrize("recipe_name", ["mqpi", "smoothing"])
+def test_an_outside_budget_never_loses_paid_rows(recipe_name, setting):
+    from modelsteal.targets import budgeted
+
+    target, pool, _, _ = setting
+    for outer_budget in (5, 13, 40):
+        outer = budgeted(target, outer_budget)
+        recipe = build_recipe(recipe_name, **FAST)
+        result = extract(outer, recipe, pool=pool, budget=100, seed=0)
+        cost = recipe.querier.cost
+        # every row paid for outside belongs to an input that was kept
+        assert outer.spent == result.queries == len(result.queried_x) * cost
+        assert outer.spent > outer_budget - cost

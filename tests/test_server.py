@@ -174,6 +174,13 @@ def test_bad_inputs_get_4xx_with_clear_messages(served, digits):
         "invalid_input",
         "holds 3 bytes",
     )
+    for shape in ([1, 10**400], [1, 0, 2**70], [1, 8, 8]):  # never a 500, whatever the shape
+        _error(
+            client.post("/v1/predict", json={"inputs_b64": "", "shape": shape}, headers=h),
+            422,
+            "invalid_input",
+            r"'shape' must be \[n, 64\]",
+        )
     r = client.post(
         "/v1/predict", content=b"{not json", headers={**h, "Content-Type": "application/json"}
     )

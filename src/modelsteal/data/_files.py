@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -166,7 +167,7 @@ def _fetch_one(name: str, remote: RemoteFile, dest: Path, *, timeout: float) -> 
             _download(url, dest, remote.md5, timeout=timeout)
         except ChecksumMismatchError as exc:
             failures.append(str(exc))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             failures.append(f"{url}: {exc}")
         else:
             return

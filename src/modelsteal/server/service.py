@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -143,12 +144,19 @@ class PredictionService:
                 )
             if shape[0] > max_rows:
                 raise _too_many(shape[0], max_rows)
+            if tuple(shape[1:]) != tuple(self.input_shape):
+                raise ApiError(
+                    422,
+                    "invalid_input",
+                    f"'shape' must be [n, {', '.join(map(str, self.input_shape))}]. "
+                    f"Got {list(shape)[:8]} instead.",
+                )
             try:
                 data = base64.b64decode(body.inputs_b64, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError(422, "invalid_input", "'inputs_b64' is not valid base64.") from None
             dtype = np.dtype(body.dtype).newbyteorder("<")
-            count = int(np.prod(shape, dtype=np.float64))
+            count = math.prod(shape)
             if count * dtype.itemsize != len(data):
                 raise ApiError(
                     422,
