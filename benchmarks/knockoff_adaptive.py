@@ -36,7 +36,7 @@ from modelsteal.models import (
     save_model,
     train_model,
 )
-from modelsteal.targets import TorchTarget
+from modelsteal.targets import TorchTarget, label_only
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "python benchmarks/knockoff_adaptive.py"
@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=ADAPTIVE["alpha"])
     parser.add_argument("--n-clusters", type=int, default=ADAPTIVE["n_clusters"])
     parser.add_argument("--tag", default="", help="suffix of the result files' names")
+    parser.add_argument(
+        "--labels-only", action="store_true", help="the target answers top-1 labels only"
+    )
     args = parser.parse_args()
     adaptive = ADAPTIVE | {
         "reward": args.reward,
@@ -111,7 +114,7 @@ def main() -> None:
             )
             t0 = time.perf_counter()
             result = extract(
-                target,
+                label_only(target) if args.labels_only else target,
                 recipe,
                 pool=pool,
                 budget=max(args.budgets),
