@@ -11,9 +11,10 @@ budget is spent. Rounds are ``initial_seed, initial_seed + k, …, budget``; by 
 10% of the budget and the rest is spent in ten rounds (MET's "values from the paper").
 
 Departures from the paper: no validation split labelled by the target (the substitute trains for
-a fixed number of steps instead of early stopping on validation F1); the entropy stopping rule is
-recorded (``info["activethief"]["stop_at"]``) but does not end the run; the substitute is the
-project's default architecture for the input shape.
+a fixed number of steps instead of early stopping on validation F1); the substitute is the
+project's default architecture for the input shape. With ``alpha`` set, the entropy stopping rule
+(thesis Eq. 4) ends the run when it fires and records the queries in
+``info["activethief"]["stop_at"]``.
 """
 
 from __future__ import annotations

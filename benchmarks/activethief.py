@@ -1,0 +1,409 @@
+"""ActiveThief: every selection strategy and seeding against random selection, plus the stopping rule.
+
+The target is trained on ``load_splits(data, seed=0, ...)``'s target_train part (digits: the
+registry MLP; MNIST: the registry small CNN); the attacker's unlabelled pool is the attacker_pool
+part (about 1,000 rows on digits) and everything is measured on target_test (fidelity: agreement
+with the target's labels, computed once as ``eval_target = target.query(test_x)``; accuracy:
+against the true labels). Each configuration (selection × seeding) runs once per seed up to the
+largest budget with a fixed initial seed and a fixed selection size ``k`` per round, so the
+budgets of the table are round ends and the substitute is measured after every round; the
+substitute is retrained from the same initial weights each round (the recipe's default).
+
+Item 2 of issue 5: the queries each strategy needs to reach the fidelity that random selection
+reaches at the largest budget (mean curves, linear interpolation between round ends).
+Item 3: the entropy stopping rule (thesis Eq. 4) for several α, run for real (``alpha=`` in the
+recipe, which ends the run), reporting the queries and accuracy/fidelity at the stop.
+
+Writes ``benchmarks/results/activethief_<data>.{json,md,png}``. Digits: about 4 minutes on
+2 cores. MNIST (``--data mnist``, the thesis' setting) is supported but far longer.
+
+    python benchmarks/activethief.py [--data digits] [--seeds 0 1 2] [--workers 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import modelsteal.attacks.recipes.activethief_pal_2020  # noqa: F401  (registers the recipe)
+from modelsteal.attacks import build_recipe, extract
+from modelsteal.data import load_splits
+from modelsteal.metrics import accuracy
+from modelsteal.models import TrainConfig, build_model, predict_proba, train_model
+from modelsteal.targets import TorchTarget
+
+HERE = Path(__file__).resolve().parent
+
+SELECTIONS = [
+    "random",
+    "uniform",
+    "least_confidence",
+    "margin",
+    "entropy",
+    "kcenter",
+    "dfal",
+    "dfal+kcenter",
+    "entropy+kcenter",
+    "entropy+uniform",
+    "entropy+kcenter+uniform",
+]
+SEEDED = ["random", "entropy", "kcenter"]  # also run with cluster and kmeans_input seeding
+ALPHAS = [0.005, 0.01, 0.05, 0.1]
+STOP_SELECTIONS = ["entropy", "entropy+kcenter"]
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "target": "mlp",
+        "pool_fraction": 0.7,
+        "target_epochs": 30,
+        "budgets": [100, 200, 400, 700],
+        "initial_seed": 50,
+        "k": 50,
+    },
+    "mnist": {  # the thesis' setting; not yet run
+        "target": "cnn",
+        "pool_fraction": 0.5,
+        "target_epochs": 5,
+        "budgets": [2000, 5000, 10000, 15000, 20000],
+        "initial_seed": 1000,
+        "k": 1000,
+    },
+}
+
+_W: dict[str, Any] = {}  # per-worker state
+
+
+def _init(state: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    _W.update(state)
+
+
+def _job(job: dict[str, Any]) -> dict[str, Any]:
+    cfg = _W["cfg"]
+    budgets = cfg["budgets"][: job["n_budgets"]]
+    recipe = build_recipe(
+        "activethief",
+        selection=job["selection"],
+        seeding=job["seeding"],
+        initial_seed=cfg["initial_seed"],
+        k=cfg["k"],
+        alpha=job.get("alpha"),
+    )
+    schedule = recipe.rounds(budgets[-1])
+    t0 = time.perf_counter()
+    result = extract(
+        _W["target"],
+        recipe,
+        pool=_W["pool"],
+        budget=budgets[-1],
+        seed=job["seed"],
+        schedule=schedule,
+        eval_x=_W["test_x"],
+        eval_y=_W["test_y"],
+        eval_target=_W["eval_target"],
+        domain=_W["domain"],
+    )
+    info = result.info.get("activethief", {})
+    return {
+        **job,
+        "history": [
+            {k: float(r[k]) for k in ("queries", "fidelity", "accuracy")} for r in result.history
+        ],
+        "queries": int(result.queries),
+        "stop_at": info.get("stop_at"),
+        "batch_entropy": info.get("batch_entropy", []),
+        "round_queries": info.get("queries", []),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _label(selection: str, seeding: str) -> str:
+    return selection if seeding == "random" else f"{selection} [{seeding} seed]"
+
+
+def queries_to_reach(queries: np.ndarray, curve: np.ndarray, level: float) -> float | None:
+    """First query count at which the (mean) curve reaches ``level``, linearly interpolated."""
+    for i, (q, v) in enumerate(zip(queries, curve, strict=True)):
+        if v >= level:
+            if i == 0:
+                return float(q)
+            q0, v0 = queries[i - 1], curve[i - 1]
+            return float(q0 + (q - q0) * (level - v0) / (v - v0))
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=sorted(SETTINGS), default="digits")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run; results not written")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    cfg = SETTINGS[args.data]
+
+    splits = load_splits(args.data, seed=0, pool_fraction=cfg["pool_fraction"])
+    model = build_model(cfg["target"], splits.input_shape, splits.n_classes, seed=0)
+    model = train_model(
+        model,
+        splits.target_train.X,
+        splits.target_train.y,
+        config=TrainConfig(epochs=cfg["target_epochs"]),
+        seed=0,
+    )
+    model.eval()
+    target = TorchTarget(model, input_shape=splits.input_shape)
+    test_x, test_y = splits.target_test.X, splits.target_test.y
+    target_acc = accuracy(test_y, predict_proba(model, test_x))
+    eval_target = target.query(test_x)  # the fixed evaluation reference
+    sizes = {
+        "target_train": len(splits.target_train),
+        "attacker_pool": len(splits.attacker_pool),
+        "target_test": len(test_y),
+    }
+    print(f"target test accuracy {target_acc:.4f}; sizes {sizes}", flush=True)
+
+    n_budgets = 2 if args.quick else len(cfg["budgets"])
+    budgets = cfg["budgets"][:n_budgets]
+    configs = [(s, "random") for s in SELECTIONS] + [
+        (s, seeding) for s in SEEDED for seeding in ("cluster", "kmeans_input")
+    ]
+    if args.quick:
+        configs = [("random", "random"), ("entropy", "random"), ("kcenter", "cluster")]
+    jobs = [
+        {"selection": s, "seeding": sd, "seed": seed, "n_budgets": n_budgets}
+        for s, sd in configs
+        for seed in args.seeds
+    ]
+    jobs += [
+        {"selection": s, "seeding": "random", "seed": seed, "n_budgets": n_budgets, "alpha": a}
+        for s in STOP_SELECTIONS
+        for a in ALPHAS
+        for seed in args.seeds
+    ]
+    state = {
+        "cfg": cfg,
+        "target": target,
+        "pool": splits.attacker_pool.X,
+        "test_x": test_x,
+        "test_y": test_y,
+        "eval_target": eval_target,
+        "domain": splits.domain,
+    }
+    runs = []
+    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(state,)) as ex:
+        for out in ex.map(_job, jobs):
+            runs.append(out)
+            tag = f" alpha={out['alpha']}" if "alpha" in out else ""
+            print(
+                f"{_label(out['selection'], out['seeding'])}{tag} seed {out['seed']}: "
+                f"{out['queries']} queries, {out['seconds']:.1f}s",
+                flush=True,
+            )
+    full = [r for r in runs if "alpha" not in r]
+    stops = [r for r in runs if "alpha" in r]
+
+    # item 1: accuracy and fidelity per budget; curves at every round end
+    curves: dict[str, dict[str, Any]] = {}
+    summary = []
+    for s, sd in configs:
+        rows = [r for r in full if r["selection"] == s and r["seeding"] == sd]
+        q = np.array([h["queries"] for h in rows[0]["history"]])
+        fid = np.array([[h["fidelity"] for h in r["history"]] for r in rows])
+        acc = np.array([[h["accuracy"] for h in r["history"]] for r in rows])
+        name = _label(s, sd)
+        curves[name] = {
+            "queries": q.tolist(),
+            "fidelity_mean": fid.mean(0).tolist(),
+            "fidelity_std": fid.std(0, ddof=1).tolist(),
+            "accuracy_mean": acc.mean(0).tolist(),
+        }
+        for b in budgets:
+            i = int(np.flatnonzero(q == b)[0])
+            summary.append(
+                {
+                    "strategy": name,
+                    "selection": s,
+                    "seeding": sd,
+                    "queries": b,
+                    "n_seeds": len(rows),
+                    "fidelity": {"mean": fid[:, i].mean(), "std": fid[:, i].std(ddof=1)},
+                    "accuracy": {"mean": acc[:, i].mean(), "std": acc[:, i].std(ddof=1)},
+                }
+            )
+
+    # item 2: queries to reach random selection's fidelity at the largest budget
+    ref = curves["random"]["fidelity_mean"][-1]
+    reach = []
+    for name, c in curves.items():
+        need = queries_to_reach(np.array(c["queries"]), np.array(c["fidelity_mean"]), ref)
+        reach.append(
+            {
+                "strategy": name,
+                "queries": need,
+                "saving": None if need is None else 1 - need / budgets[-1],
+            }
+        )
+
+    # item 3: the stopping rule
+    stopping = []
+    for s in STOP_SELECTIONS:
+        for a in ALPHAS:
+            rows = [r for r in stops if r["selection"] == s and r["alpha"] == a]
+            last = [r["history"][-1] for r in rows]
+            stopping.append(
+                {
+                    "selection": s,
+                    "alpha": a,
+                    "stop_at": [r["stop_at"] for r in rows],
+                    "queries": {
+                        "mean": float(np.mean([r["queries"] for r in rows])),
+                        "std": float(np.std([r["queries"] for r in rows], ddof=1)),
+                    },
+                    "fired": sum(r["stop_at"] is not None for r in rows),
+                    "accuracy": float(np.mean([h["accuracy"] for h in last])),
+                    "fidelity": float(np.mean([h["fidelity"] for h in last])),
+                    "batch_entropy": [r["batch_entropy"] for r in rows],
+                }
+            )
+
+    seconds = time.perf_counter() - started
+    command = f"python benchmarks/activethief.py --data {args.data} --seeds " + " ".join(
+        map(str, args.seeds)
+    )
+    result_json = {
+        "data": args.data,
+        "target": cfg["target"],
+        "target_test_accuracy": target_acc,
+        "split": {"seed": 0, "pool_fraction": cfg["pool_fraction"], "sizes": sizes},
+        "budgets": budgets,
+        "initial_seed": cfg["initial_seed"],
+        "k": cfg["k"],
+        "seeds": args.seeds,
+        "summary": summary,
+        "curves": curves,
+        "random_fidelity_at_largest_budget": ref,
+        "queries_to_reach_random": reach,
+        "stopping_rule": stopping,
+        "runs": runs,
+        "seconds": seconds,
+        "command": command,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "workers": args.workers,
+            "threads_per_worker": 1,
+        },
+    }
+    text = _markdown(result_json)
+    print(text)
+    if not args.quick:
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        (out / f"activethief_{args.data}.json").write_text(json.dumps(result_json, indent=2))
+        (out / f"activethief_{args.data}.md").write_text(text)
+        _plot(curves, ref, out / f"activethief_{args.data}.png", args.data)
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    budgets = r["budgets"]
+    lines = [
+        f"{r['data']} {r['target']} target, test accuracy {r['target_test_accuracy']:.4f}; "
+        f"pool {r['split']['sizes']['attacker_pool']} rows, test {r['split']['sizes']['target_test']}"
+        f" rows; initial seed {r['initial_seed']}, k = {r['k']} per round; seeds {r['seeds']} "
+        "(mean ± std).",
+        "",
+        "Fidelity (agreement with the target's labels on the test split):",
+        "",
+        "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for key in ("fidelity", "accuracy"):
+        if key == "accuracy":
+            lines += [
+                "",
+                "Accuracy (against the true labels of the test split):",
+                "",
+                "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
+                "|---|" + "---|" * len(budgets),
+            ]
+        names = list(dict.fromkeys(e["strategy"] for e in r["summary"]))
+        for name in names:
+            cells = [
+                f"{e[key]['mean']:.3f} ± {e[key]['std']:.3f}"
+                for e in r["summary"]
+                if e["strategy"] == name
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ref = r["random_fidelity_at_largest_budget"]
+    lines += [
+        "",
+        f"Queries to reach random selection's mean fidelity at {budgets[-1]} queries ({ref:.3f}); "
+        "linear interpolation between round ends of the mean curve:",
+        "",
+        "| strategy | queries | saving vs random |",
+        "|---|---|---|",
+    ]
+    for e in sorted(r["queries_to_reach_random"], key=lambda e: e["queries"] or np.inf):
+        if e["queries"] is None:
+            lines.append(f"| {e['strategy']} | not reached by {budgets[-1]} | — |")
+        else:
+            lines.append(f"| {e['strategy']} | {e['queries']:.0f} | {e['saving']:+.0%} |")
+    lines += [
+        "",
+        f"Entropy stopping rule (budget {budgets[-1]}; the run ends when the rule fires; "
+        "mean over seeds):",
+        "",
+        "| selection | α | fired | queries at stop | per seed | accuracy at stop | "
+        "fidelity at stop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in r["stopping_rule"]:
+        per_seed = ", ".join("—" if s is None else str(s) for s in e["stop_at"])
+        lines.append(
+            f"| {e['selection']} | {e['alpha']} | {e['fired']}/{len(e['stop_at'])} | "
+            f"{e['queries']['mean']:.0f} ± {e['queries']['std']:.0f} | {per_seed} | "
+            f"{e['accuracy']:.3f} | {e['fidelity']:.3f} |"
+        )
+    lines += [
+        "",
+        f"{r['seconds']:.0f} s with {r['machine']['workers']} workers. Command: `{r['command']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(curves: dict[str, Any], ref: float, path: Path, data: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, c) in enumerate(curves.items()):
+        style = "-" if "seed]" not in name else "--"
+        width = 2.5 if name == "random" else 1.2
+        color = "black" if name == "random" else cmap(i % 20)
+        ax.plot(c["queries"], c["fidelity_mean"], style, lw=width, color=color, label=name)
+    ax.axhline(ref, color="grey", lw=0.8, ls=":")
+    ax.set(
+        xlabel="queries",
+        ylabel="fidelity (test split, mean over seeds)",
+        title=f"ActiveThief on {data}: fidelity vs queries",
+    )
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
