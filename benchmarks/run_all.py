@@ -24,6 +24,7 @@ SCRIPTS = [
     ["synthetic_queries.py", "--seeds", "0", "1", "2", "3", "4"],
     ["adaptive_recovery.py"],
     ["knockoff_adaptive.py"],
+    ["activethief.py", "--data", "digits", "--seeds", "0", "1", "2"],
 ]
 
 if __name__ == "__main__":
