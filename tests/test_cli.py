@@ -174,12 +174,19 @@ def test_demo_writes_table_and_plot(tmp_path):
     assert best > 0.9
 
 
-def test_defend_prints_and_writes_utility(tmp_path):
-    model = tmp_path / "target.pt"
+@pytest.fixture(scope="module")
+def digits_target(tmp_path_factory):
+    """A digits MLP bundle trained once through the CLI, for the tests that only use it."""
+    model = tmp_path_factory.mktemp("cli") / "target.pt"
     result, out = invoke(
         "train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", model
     )
     assert result.exit_code == 0, out
+    return model
+
+
+def test_defend_prints_and_writes_utility(digits_target, tmp_path):
+    model = digits_target
     result, out = invoke(
         "defend",
         "--target",
@@ -209,12 +216,8 @@ def test_defend_prints_and_writes_utility(tmp_path):
     assert result.exit_code == 0 and "reverse_sigmoid" in out
 
 
-def test_steal_passes_recipe_parameters(tmp_path):
-    model = tmp_path / "target.pt"
-    result, out = invoke(
-        "train", "--data", "digits", "--model", "mlp", "--epochs", "3", "--out", model
-    )
-    assert result.exit_code == 0, out
+def test_steal_passes_recipe_parameters(digits_target, tmp_path):
+    model = digits_target
     result, out = invoke(
         "steal",
         "--target",

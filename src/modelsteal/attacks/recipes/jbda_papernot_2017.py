@@ -16,13 +16,12 @@ substitute architecture is the project's default for the input shape.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity, top1
-from modelsteal.attacks.synthetic import JBDA, jbda_rounds
+from modelsteal.attacks.synthetic import JBDA
 from modelsteal.attacks.training import substitute_trainer
 
 
@@ -68,10 +67,5 @@ def build(
             min_steps=min_steps,
         ),
         paper="https://arxiv.org/abs/1602.02697",
-        rounds=partial(
-            jbda_rounds,
-            seed_size=strategy.seed_size,
-            reservoir_after=strategy.reservoir_after,
-            reservoir_size=strategy.reservoir_size,
-        ),
+        rounds=strategy.rounds,  # retrain after every augmentation round
     )

@@ -17,13 +17,12 @@ ModelGuard's 1,000, to suit small data sets.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity, top1
-from modelsteal.attacks.synthetic import JBDATR, jbda_rounds
+from modelsteal.attacks.synthetic import JBDATR
 from modelsteal.attacks.training import substitute_trainer
 
 
@@ -67,10 +66,5 @@ def build(
             min_steps=min_steps,
         ),
         paper="https://arxiv.org/abs/1805.02628",
-        rounds=partial(
-            jbda_rounds,
-            seed_size=strategy.seed_size,
-            reservoir_after=strategy.reservoir_after,
-            reservoir_size=strategy.reservoir_size,
-        ),
+        rounds=strategy.rounds,  # retrain after every augmentation round
     )
