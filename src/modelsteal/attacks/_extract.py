@@ -58,6 +58,8 @@ class ExtractionResult:
     seed: int = 0
     info: dict[str, Any] = field(default_factory=dict, repr=False)
     """What the recipe's parts noted during the run (``AttackState.memo``), for analysis."""
+    recovered: np.ndarray | None = field(default=None, repr=False)
+    """The training targets of the last fit: the recovery's output on ``responses``."""
 
     def as_target(self) -> TorchTarget:
         """The substitute as a target (e.g. to attack it in turn, or to measure it)."""
@@ -218,4 +220,5 @@ def extract(
         responses=state.answers(),
         seed=seed,
         info=dict(state.memo),
+        recovered=Y,
     )

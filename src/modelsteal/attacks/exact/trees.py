@@ -20,20 +20,18 @@ queries.
 
 from __future__ import annotations
 
-import csv
-import os
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelsteal._checks import as_rng, check_choice, check_float
 from modelsteal.attacks.exact._base import EXACT_ATTACKS, ExactResult, n_features, wrap_budget
-from modelsteal.data import data_dir as resolve_data_dir
-from modelsteal.errors import DataNotFoundError, InvalidParameterError
+
+# The Adult loader lives in the data package; re-exported here for existing callers.
+from modelsteal.data import TabularData, load_adult  # noqa: F401
+from modelsteal.errors import InvalidParameterError
 from modelsteal.targets import BaseTarget, FunctionTarget, Target, one_hot
 
 KINDS = ("continuous", "integer", "categorical")
@@ -84,89 +82,6 @@ class LeafTarget(BaseTarget):
     def labels(self, x: np.ndarray) -> np.ndarray:
         """The tree's predicted class index (evaluation helper, not a query)."""
         return self.tree.predict(np.asarray(x, dtype=np.float32).reshape(len(x), -1)).astype(int)
-
-
-@dataclass(frozen=True)
-class TabularData:
-    """A tabular data set with per-feature kinds, for tree extraction."""
-
-    X: np.ndarray
-    y: np.ndarray
-    feature_names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    categories: dict[int, tuple[str, ...]]
-    class_names: tuple[str, ...]
-
-
-_ADULT_COLUMNS = (
-    ("age", "integer"),
-    ("workclass", "categorical"),
-    ("fnlwgt", "integer"),
-    ("education", "categorical"),
-    ("education-num", "integer"),
-    ("marital-status", "categorical"),
-    ("occupation", "categorical"),
-    ("relationship", "categorical"),
-    ("race", "categorical"),
-    ("sex", "categorical"),
-    ("capital-gain", "integer"),
-    ("capital-loss", "integer"),
-    ("hours-per-week", "integer"),
-    ("native-country", "categorical"),
-)
-
-
-def load_adult(*, data_dir: str | os.PathLike | None = None, split: str = "train") -> TabularData:
-    """UCI Adult from ``<data_dir>/adult/adult.{data,test}`` (explicit path > ``$MODELSTEAL_DATA``).
-
-    Categorical features are ordinal codes over the categories seen in ``adult.data`` (sorted; the
-    missing value ``?`` is a category of its own); the codes are the same for both splits. Label 1
-    is ``>50K``.
-    """
-    split = check_choice(split, name="split", owner="load_adult", choices=("train", "test"))
-    folder = resolve_data_dir(data_dir)
-    if folder is None:
-        raise DataNotFoundError(
-            "The Adult data set is read from a data folder, and none was given. Set "
-            "MODELSTEAL_DATA=/path/to/datasets or pass data_dir=; the folder must hold "
-            "adult/adult.data and adult/adult.test."
-        )
-    train_rows = _read_adult(folder / "adult" / "adult.data")
-    rows = train_rows if split == "train" else _read_adult(folder / "adult" / "adult.test")
-    kinds = tuple(k for _, k in _ADULT_COLUMNS)
-    categories = {
-        j: tuple(sorted({r[j] for r in train_rows}))
-        for j, k in enumerate(kinds)
-        if k == "categorical"
-    }
-    X = np.empty((len(rows), len(kinds)), dtype=np.float64)
-    for j, kind in enumerate(kinds):
-        col = [r[j] for r in rows]
-        if kind == "categorical":
-            index = {v: i for i, v in enumerate(categories[j])}
-            X[:, j] = [index.get(v, index.get("?", 0)) for v in col]
-        else:
-            X[:, j] = np.asarray(col, dtype=np.float64)
-    y = np.asarray([r[-1].rstrip(".") == ">50K" for r in rows], dtype=np.int64)
-    return TabularData(
-        X=X,
-        y=y,
-        feature_names=tuple(n for n, _ in _ADULT_COLUMNS),
-        kinds=kinds,
-        categories=categories,
-        class_names=("<=50K", ">50K"),
-    )
-
-
-def _read_adult(path: Path) -> list[list[str]]:
-    if not path.is_file():
-        raise DataNotFoundError(f"The Adult data set needs {path}, which does not exist.")
-    out = []
-    with path.open(newline="") as fh:
-        for row in csv.reader(fh, skipinitialspace=True):
-            if len(row) == len(_ADULT_COLUMNS) + 1:
-                out.append([v.strip() for v in row])
-    return out
 
 
 def _next_up(a: float) -> float:
