@@ -434,9 +434,13 @@ def data_fetch(
         console.print(f"ok {path}")
 
 
+from modelsteal.experiments.cli import audit, report, run  # noqa: E402  (the experiments')
 from modelsteal.server.cli import keys_app, serve  # noqa: E402  (the server's commands)
 
 app.command("serve")(serve)
+app.command("run")(run)
+app.command("report")(report)
+app.command("audit")(audit)
 app.add_typer(keys_app, name="keys")
 
 

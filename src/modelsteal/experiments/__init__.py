@@ -1,8 +1,8 @@
 """Experiments: declarative grids (TOML), a resumable result store, runners and reports.
 
-    config = load_config("configs/modelguard_mnist.toml")
-    run_grid(config, "results/modelguard_mnist", workers=2)
-    write_report("results/modelguard_mnist")
+config = load_config("configs/modelguard_mnist.toml")
+run_grid(config, "results/modelguard_mnist", workers=2)
+write_report("results/modelguard_mnist")
 """
 
 from modelsteal.experiments.config import (

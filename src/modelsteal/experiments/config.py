@@ -60,12 +60,39 @@ class ConfigError(ModelStealError, ValueError):
     """A config file is malformed; the message names the offending key."""
 
 
-TOP_KEYS = {"name", "description", "seeds", "data", "target", "attack", "defenses",
-            "strategies", "attacks", "threads", "trace"}  # fmt: skip
-DATA_KEYS = {"name", "split_seed", "pool_fraction", "test_fraction", "max_train",
-             "label_column", "ood"}  # fmt: skip
-TARGET_KEYS = {"arch", "path", "epochs", "batch_size", "lr", "weight_decay", "seed", "params",
-               "outlier_fraction"}  # fmt: skip
+TOP_KEYS = {
+    "name",
+    "description",
+    "seeds",
+    "data",
+    "target",
+    "attack",
+    "defenses",
+    "strategies",
+    "attacks",
+    "threads",
+    "trace",
+}
+DATA_KEYS = {
+    "name",
+    "split_seed",
+    "pool_fraction",
+    "test_fraction",
+    "max_train",
+    "label_column",
+    "ood",
+}
+TARGET_KEYS = {
+    "arch",
+    "path",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "params",
+    "outlier_fraction",
+}
 ATTACK_KEYS = {"budgets", "side_data", "params", "labels_only"}
 DEFENSE_KEYS = {"name", "label", "params", "sweep", "outlier_exposure"}
 STRATEGY_KEYS = {"name", "label", "params"}
@@ -155,7 +182,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Experim
         arch = target.setdefault("arch", "auto")
         if arch != "auto" and arch not in MODELS:
             raise ConfigError(
-                f"{where}: target.arch {arch!r} is unknown. Known: auto, {', '.join(sorted(MODELS))}."
+                f"{where}: target.arch {arch!r} is unknown. "
+                f"Known: auto, {', '.join(sorted(MODELS))}."
             )
         target.setdefault("epochs", 10)
         target.setdefault("batch_size", 64)
@@ -163,8 +191,9 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Experim
 
     attack = dict(_table(raw.get("attack", {}), where, "attack"))
     _keys(attack, ATTACK_KEYS, where, "attack")
-    attack["budgets"] = sorted(set(_int_list(attack.get("budgets", [1000]), where,
-                                             "attack.budgets", low=1)))  # fmt: skip
+    attack["budgets"] = sorted(
+        set(_int_list(attack.get("budgets", [1000]), where, "attack.budgets", low=1))
+    )
     attack["side_data"] = _int(attack.get("side_data", 0), where, "attack.side_data", low=0)
     attack["params"] = dict(_table(attack.get("params", {}), where, "attack.params"))
 
@@ -173,7 +202,9 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Experim
 
     for i, d in enumerate(defenses):
         if d["name"] not in DEFENSES:
-            raise ConfigError(f"{where}: defenses[{i}].name: {_unknown('defense', d['name'], DEFENSES)}")
+            raise ConfigError(
+                f"{where}: defenses[{i}].name: {_unknown('defense', d['name'], DEFENSES)}"
+            )
         sweep = dict(_table(d.get("sweep", {}), where, f"defenses[{i}].sweep"))
         if len(sweep) > 1:
             raise ConfigError(
@@ -192,8 +223,14 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Experim
         if not sweep:
             _check_params(d["name"], d["params"], where, f"defenses[{i}]")
 
-    strategies = _entries(raw, "strategies", STRATEGY_KEYS, where, name_key="name",
-                          default=[{"name": "random"}])  # fmt: skip
+    strategies = _entries(
+        raw,
+        "strategies",
+        STRATEGY_KEYS,
+        where,
+        name_key="name",
+        default=[{"name": "random", "label": "KnockoffNets"}],
+    )
     from modelsteal.attacks import STRATEGIES
 
     for i, s in enumerate(strategies):
@@ -207,7 +244,9 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "<config>") -> Experim
 
     for i, a in enumerate(attacks):
         if a["recipe"] not in RECIPES:
-            raise ConfigError(f"{where}: attacks[{i}].recipe: {_unknown('recipe', a['recipe'], RECIPES)}")
+            raise ConfigError(
+                f"{where}: attacks[{i}].recipe: {_unknown('recipe', a['recipe'], RECIPES)}"
+            )
         builder = RECIPES.get(a["recipe"])
         params = {**attack["params"], **a["params"]}
         accepted = set(inspect.signature(builder).parameters)

@@ -65,14 +65,25 @@ def attack_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per (defense, strategy, attack): mean and std over seeds of the final numbers."""
     out = []
     for (defense, strategy, attack), cells in summary["groups"].items():
-        row: dict[str, Any] = {"defense": defense, "strategy": strategy, "attack": attack,
-                               "seeds": len(cells)}  # fmt: skip
+        row: dict[str, Any] = {
+            "defense": defense,
+            "strategy": strategy,
+            "attack": attack,
+            "seeds": len(cells),
+        }
         labels = cells[0]["labels"]
         row["swept_param"] = labels.get("swept_param", "")
         row["swept_value"] = json.loads(labels["swept_value"]) if "swept_value" in labels else ""
         row["defense_entry"] = labels.get("defense_entry", defense)
-        for metric in ("accuracy", "fidelity", "queries", "queried_max_l1", "recovery_l2",
-                       "centroids", "attack_seconds"):  # fmt: skip
+        for metric in (
+            "accuracy",
+            "fidelity",
+            "queries",
+            "queried_max_l1",
+            "recovery_l2",
+            "centroids",
+            "attack_seconds",
+        ):
             values = [c["result"].get(metric) for c in cells if c["result"].get(metric) is not None]
             if values:
                 row[metric], row[f"{metric}_std"] = _mean_std(values)
@@ -100,27 +111,39 @@ def matrix(summary: Mapping[str, Any]) -> tuple[list[str], list[dict[str, str]]]
         rows.append(row)
 
     def summary_row(name: str, values: Mapping[str, float]) -> dict[str, str]:
-        return {"attack": f"**{name}**",
-                **{d: (f"{values[d]:.4f}" if d in values and values[d] > -1e300 and
-                       values[d] == values[d] else "—") for d in defenses}}  # fmt: skip
+        return {
+            "attack": f"**{name}**",
+            **{
+                d: (
+                    f"{values[d]:.4f}"
+                    if d in values and values[d] > -1e300 and values[d] == values[d]
+                    else "—"
+                )
+                for d in defenses
+            },
+        }
 
     util = summary["utility"]
     rows.append(summary_row("max accuracy", best_acc))
     rows.append(summary_row("max fidelity", best_fid))
     rows.append(summary_row("max ℓ1 distortion", {d: u["max_l1"] for d, u in util.items()}))
-    rows.append(summary_row("protected accuracy",
-                            {d: u["protected_accuracy"] for d, u in util.items()}))  # fmt: skip
+    rows.append(
+        summary_row("protected accuracy", {d: u["protected_accuracy"] for d, u in util.items()})
+    )
     if any("ood_auroc" in u for u in util.values()):
-        rows.append(summary_row("OOD AUROC", {d: u["ood_auroc"] for d, u in util.items()
-                                              if "ood_auroc" in u}))  # fmt: skip
+        rows.append(
+            summary_row(
+                "OOD AUROC", {d: u["ood_auroc"] for d, u in util.items() if "ood_auroc" in u}
+            )
+        )
     return ["attack", *defenses], rows
 
 
 def utility_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for defense, u in summary["utility"].items():
-        out.append({"defense": defense, **{k: v for k, v in u.items()
-                                           if isinstance(v, int | float | str) and k != "labels"}})  # fmt: skip
+        plain = {k: v for k, v in u.items() if isinstance(v, int | float | str)}
+        out.append({**plain, "defense": defense})
     return out
 
 
@@ -168,8 +191,7 @@ def plot_privacy_utility(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path 
 
 def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path | None:
     """``metric`` against queries: one panel per defense setting, a line per attack."""
-    defenses = [d for d in summary["defenses"]
-                if any(k[0] == d for k in summary["groups"])]  # fmt: skip
+    defenses = [d for d in summary["defenses"] if any(k[0] == d for k in summary["groups"])]
     if not defenses:
         return None
     cols = min(4, len(defenses))
@@ -187,13 +209,17 @@ def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path
                         by_q[int(h["queries"])].append(h[metric])
             if by_q:
                 xs = sorted(by_q)
-                ax.plot(xs, [statistics.fmean(by_q[q]) for q in xs], marker=".",
-                        label=f"{strategy} / {attack}")  # fmt: skip
+                ax.plot(
+                    xs,
+                    [statistics.fmean(by_q[q]) for q in xs],
+                    marker=".",
+                    label=f"{strategy} / {attack}",
+                )
         ax.set_title(defense, fontsize=9)
         ax.set_xlabel("queries")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(defenses):]:
+    for ax in list(axes.flat)[len(defenses) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
@@ -204,12 +230,14 @@ def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path
     return path
 
 
-def plot_centroids(path: Path, summary: Mapping[str, Any],
-                   rows: Sequence[Mapping[str, Any]]) -> Path | None:  # fmt: skip
+def plot_centroids(
+    path: Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> Path | None:
     """Left: centroids against queries (utility cells' traces). Right: extraction accuracy and
     mean recovery distance against the number of centroids (attack cells of stateful defenses)."""
-    growth = {d: u["centroid_growth"] for d, u in summary["utility"].items()
-              if u.get("centroid_growth")}  # fmt: skip
+    growth = {
+        d: u["centroid_growth"] for d, u in summary["utility"].items() if u.get("centroid_growth")
+    }
     if not growth:
         return None
     stateful = [r for r in rows if r.get("centroids") is not None]
@@ -232,8 +260,7 @@ def plot_centroids(path: Path, summary: Mapping[str, Any],
         pts.sort()
         xs = [p[0] for p in pts]
         ax.plot(xs, [p[1] for p in pts], marker="o", label=f"{attack}: accuracy")
-        twin.plot(xs, [p[2] for p in pts], marker="x", linestyle="--",
-                  label=f"{attack}: ‖ỹ−y‖₂")  # fmt: skip
+        twin.plot(xs, [p[2] for p in pts], marker="x", linestyle="--", label=f"{attack}: ‖ỹ−y‖₂")
     ax.set_xlabel("centroids at the end of the attack")
     ax.set_ylabel("extraction accuracy")
     twin.set_ylabel("mean recovery distance ‖ỹ − y‖₂")
@@ -253,11 +280,26 @@ def plot_centroids(path: Path, summary: Mapping[str, Any],
 def _html_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')).replace('**', ''))}</td>"
-                         for c in columns) + "</tr>"  # fmt: skip
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(r.get(c, '')).replace('**', ''))}</td>" for c in columns)
+        + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _config_keys(config: tuple[str, str] | None) -> set[str] | None:
+    """The cell keys of the grid last run into the store (None: show every stored cell)."""
+    if config is None or not config[0]:
+        return None
+    import tomllib
+
+    from modelsteal.experiments.config import ConfigError, parse_config
+
+    try:
+        return {c.key for c in parse_config(tomllib.loads(config[0]), source=config[1]).cells()}
+    except (ConfigError, tomllib.TOMLDecodeError):
+        return None
 
 
 def write_report(results: str | Path, out: str | Path | None = None) -> dict[str, Path]:
@@ -272,20 +314,45 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
     out = Path(out) if out is not None else db.parent
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(db)
-    rows = store.rows(status="done")
-    failed = store.rows(status="failed")
+    config = store.latest_config()
+    keys = _config_keys(config)
+    rows = [r for r in store.rows(status="done") if keys is None or r["key"] in keys]
+    failed = [r for r in store.rows(status="failed") if keys is None or r["key"] in keys]
     summary = summarise(rows)
     per_attack = attack_rows(summary)
     columns, table = matrix(summary)
     util = utility_rows(summary)
     paths: dict[str, Path] = {}
     paths["matrix_csv"] = write_csv(out / "matrix.csv", table, columns)
-    attack_cols = ["defense", "strategy", "attack", "seeds", "accuracy", "accuracy_std",
-                   "fidelity", "fidelity_std", "queries", "queried_max_l1", "recovery_l2",
-                   "centroids", "attack_seconds", "swept_param", "swept_value"]  # fmt: skip
+    attack_cols = [
+        "defense",
+        "strategy",
+        "attack",
+        "seeds",
+        "accuracy",
+        "accuracy_std",
+        "fidelity",
+        "fidelity_std",
+        "queries",
+        "queried_max_l1",
+        "recovery_l2",
+        "centroids",
+        "attack_seconds",
+        "swept_param",
+        "swept_value",
+    ]
     paths["attacks_csv"] = write_csv(out / "attacks.csv", per_attack, attack_cols)
-    util_cols = ["defense", "max_l1", "mean_l1", "clean_accuracy", "protected_accuracy",
-                 "argmax_kept", "ood_auroc", "clean_ood_auroc", "centroids"]  # fmt: skip
+    util_cols = [
+        "defense",
+        "max_l1",
+        "mean_l1",
+        "clean_accuracy",
+        "protected_accuracy",
+        "argmax_kept",
+        "ood_auroc",
+        "clean_ood_auroc",
+        "centroids",
+    ]
     paths["utility_csv"] = write_csv(out / "utility.csv", util, util_cols)
     history = [
         {**r["labels"], "seed": r["spec"]["seed"], **h}
@@ -294,19 +361,21 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
         for h in r["result"]["history"]
     ]
     paths["history_csv"] = write_csv(
-        out / "history.csv", history,
+        out / "history.csv",
+        history,
         ["defense", "strategy", "attack", "seed", "queries", "accuracy", "fidelity"],
-    )  # fmt: skip
+    )
     plots = {
         "privacy_utility": plot_privacy_utility(out / "privacy_utility.png", per_attack),
-        "accuracy_vs_queries": plot_queries(out / "accuracy_vs_queries.png", summary,
-                                            metric="accuracy"),  # fmt: skip
-        "fidelity_vs_queries": plot_queries(out / "fidelity_vs_queries.png", summary,
-                                            metric="fidelity"),  # fmt: skip
+        "accuracy_vs_queries": plot_queries(
+            out / "accuracy_vs_queries.png", summary, metric="accuracy"
+        ),
+        "fidelity_vs_queries": plot_queries(
+            out / "fidelity_vs_queries.png", summary, metric="fidelity"
+        ),
         "centroids": plot_centroids(out / "centroids.png", summary, per_attack),
     }
     paths.update({k: v for k, v in plots.items() if v is not None})
-    config = store.latest_config()
     seconds = sum(r["seconds"] or 0.0 for r in rows)
     md = [
         f"# Experiment report: {Path(config[1]).stem if config else db.parent.name}",
@@ -331,7 +400,10 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
         ("privacy_utility", "Privacy–utility: extraction accuracy against the swept parameter"),
         ("accuracy_vs_queries", "Accuracy against queries"),
         ("fidelity_vs_queries", "Fidelity against queries"),
-        ("centroids", "Stateful defenses: centroid growth; accuracy and recovery against centroids"),
+        (
+            "centroids",
+            "Stateful defenses: centroid growth; accuracy and recovery against centroids",
+        ),
     ):
         if key in paths:
             md += [f"## {title}", "", f"![{title}]({paths[key].name})", ""]
@@ -343,16 +415,23 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
     md += ["## All attack cells", "", markdown_table(per_attack, attack_cols)]
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text("\n".join(md))
-    body = [f"<h1>{html.escape(md[0][2:])}</h1>", f"<p>{html.escape(md[2])}</p>",
-            "<h2>Extraction accuracy: attack × defense</h2>", _html_table(columns, table),
-            "<h2>Defense utility</h2>", _html_table(util_cols, util)]  # fmt: skip
+    body = [
+        f"<h1>{html.escape(md[0][2:])}</h1>",
+        f"<p>{html.escape(md[2])}</p>",
+        "<h2>Extraction accuracy: attack × defense</h2>",
+        _html_table(columns, table),
+        "<h2>Defense utility</h2>",
+        _html_table(util_cols, util),
+    ]
     for key in ("privacy_utility", "accuracy_vs_queries", "fidelity_vs_queries", "centroids"):
         if key in paths:
             body.append(f'<h2>{key.replace("_", " ")}</h2><img src="{paths[key].name}">')
     body += ["<h2>All attack cells</h2>", _html_table(attack_cols, per_attack)]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}"
-             "table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}"
+        "table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}"
+    )
     paths["html"] = out / "report.html"
     paths["html"].write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style>"

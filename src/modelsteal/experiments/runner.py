@@ -67,7 +67,9 @@ def model_paths(spec: dict[str, Any], workdir: Path) -> dict[str, Path]:
     if "path" in spec["target"]:
         paths = {"target": Path(spec["target"]["path"])}
     else:
-        paths = {"target": workdir / "models" / f"target-{_digest([spec['data'], spec['target']])}.pt"}
+        paths = {
+            "target": workdir / "models" / f"target-{_digest([spec['data'], spec['target']])}.pt"
+        }
     if spec["defense"].get("outlier_exposure"):
         tag = _digest([spec["data"], spec["target"], "outlier_exposure"])
         paths["oe_target"] = workdir / "models" / f"oe-target-{tag}.pt"
@@ -104,12 +106,16 @@ def _ood_halves(splits, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return splits.ood.X[order[:half]], splits.ood.X[order[half:]]
 
 
-def prepare_models(cells: Iterable[Cell], workdir: Path, data_dir: str | None,
-                   log_line: Callable[[str], None] = log.info) -> None:  # fmt: skip
+def prepare_models(
+    cells: Iterable[Cell],
+    workdir: Path,
+    data_dir: str | None,
+    log_line: Callable[[str], None] = log.info,
+) -> None:
     """Train every model the cells need and is not yet in ``workdir/models`` (in this process,
     before any worker starts, so workers only read them)."""
-    from modelsteal.models import ModelInfo, TrainConfig, build_model, save_model, train_model
     from modelsteal.attacks.training import default_architecture
+    from modelsteal.models import ModelInfo, TrainConfig, build_model, save_model, train_model
 
     for cell in cells:
         spec = cell.spec
@@ -128,11 +134,20 @@ def prepare_models(cells: Iterable[Cell], workdir: Path, data_dir: str | None,
         splits = load_cell_splits(spec, data_dir)
         t = spec["target"]
         arch = default_architecture(splits.input_shape) if t["arch"] == "auto" else t["arch"]
-        config = TrainConfig(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"],
-                             weight_decay=t.get("weight_decay", 0.0))  # fmt: skip
+        config = TrainConfig(
+            epochs=t["epochs"],
+            batch_size=t["batch_size"],
+            lr=t["lr"],
+            weight_decay=t.get("weight_decay", 0.0),
+        )
         shape, c, seed = splits.input_shape, splits.n_classes, t["seed"]
-        info = ModelInfo(arch=arch, input_shape=tuple(shape), n_classes=c,
-                         params=dict(t.get("params", {})), metadata={"data": spec["data"]})  # fmt: skip
+        info = ModelInfo(
+            arch=arch,
+            input_shape=tuple(shape),
+            n_classes=c,
+            params=dict(t.get("params", {})),
+            metadata={"data": spec["data"]},
+        )
         x, y = splits.target_train.X, splits.target_train.y
         _set_threads(spec.get("threads", 1))
         if not paths["target"].is_file():
@@ -153,12 +168,23 @@ def prepare_models(cells: Iterable[Cell], workdir: Path, data_dir: str | None,
                 )
             oe_x, _ = _ood_halves(splits, seed)
             log_line("training the outlier-exposed target and the misinformation model (am)")
-            oe = train_with_outlier_exposure(build_model(arch, shape, c, seed=seed, **info.params),
-                                             x, y, oe_x, config=config, seed=seed)  # fmt: skip
+            oe = train_with_outlier_exposure(
+                build_model(arch, shape, c, seed=seed, **info.params),
+                x,
+                y,
+                oe_x,
+                config=config,
+                seed=seed,
+            )
             mis = train_misinformation_model(
-                build_model(arch, shape, c, seed=seed + 1, **info.params), x, y, oe_x,
-                predict_proba(oe, oe_x).argmax(axis=1), config=config, seed=seed,
-            )  # fmt: skip
+                build_model(arch, shape, c, seed=seed + 1, **info.params),
+                x,
+                y,
+                oe_x,
+                predict_proba(oe, oe_x).argmax(axis=1),
+                config=config,
+                seed=seed,
+            )
             save_model(paths["misinformation"], mis, info)
             save_model(paths["oe_target"], oe, info)  # last: its presence means both are done
 
@@ -319,7 +345,11 @@ def _attack(spec, splits, target, clean_target, defense) -> dict[str, Any]:
 def _run_cell_logged(spec, workdir, data_dir):
     started = time.perf_counter()
     try:
-        return run_cell(spec, workdir=workdir, data_dir=data_dir), None, time.perf_counter() - started
+        return (
+            run_cell(spec, workdir=workdir, data_dir=data_dir),
+            None,
+            time.perf_counter() - started,
+        )
     except Exception as exc:  # a failed cell is recorded with its reason; the grid goes on
         tb = traceback.format_exc(limit=6)
         return None, f"{type(exc).__name__}: {exc}\n{tb}", time.perf_counter() - started

@@ -104,7 +104,9 @@ class ResultStore:
 
     def rows(self, *, status: str | None = "done") -> list[dict[str, Any]]:
         """Every stored cell as a dict: key, kind, status, spec, labels, result, error, seconds."""
-        query = "SELECT key, kind, status, spec, labels, result, error, seconds, attempts FROM cells"
+        query = (
+            "SELECT key, kind, status, spec, labels, result, error, seconds, attempts FROM cells"
+        )
         args: tuple = ()
         if status is not None:
             query += " WHERE status = ?"
