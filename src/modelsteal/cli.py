@@ -435,6 +435,7 @@ def data_fetch(
 
 
 from modelsteal.experiments.cli import audit, report, run  # noqa: E402  (the experiments')
+from modelsteal.privacy.cli import privacy_app  # noqa: E402  (imitation privacy)
 from modelsteal.server.cli import keys_app, serve  # noqa: E402  (the server's commands)
 
 app.command("serve")(serve)
@@ -442,6 +443,7 @@ app.command("run")(run)
 app.command("report")(report)
 app.command("audit")(audit)
 app.add_typer(keys_app, name="keys")
+app.add_typer(privacy_app, name="privacy")
 
 
 def main() -> None:  # pragma: no cover

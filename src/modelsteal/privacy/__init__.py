@@ -1,5 +1,37 @@
-"""Imitation privacy: how closely a module can be imitated, and (ε, δ)-privacy estimates."""
+"""Imitation privacy: how closely a module can be imitated, and (ε, δ)-privacy estimates.
 
+Also assisted learning (two parties with different columns of the same records) and the paper's
+Examples 3, 4, 6 and 7 of imitations in assisted learning, as measurable functions.
+"""
+
+from modelsteal.privacy.assisted import (
+    LEARNERS,
+    AssistedLearning,
+    Imitation,
+    Module,
+    SingleParty,
+    StageAnswer,
+    ZeroImitation,
+    assisted_curve,
+    make_learner,
+    make_vertical_task,
+    module_privacy,
+)
+from modelsteal.privacy.examples import (
+    EXAMPLES,
+    LinearMapImitation,
+    example3,
+    example4,
+    example6,
+    example7,
+    laplace_release,
+    own_data_imitation,
+    recover_span,
+    run_example,
+    span_basis,
+    span_error,
+    tree_order_from_basis,
+)
 from modelsteal.privacy.imitation import (
     imitation_loss,
     imitation_privacy,
@@ -9,9 +41,33 @@ from modelsteal.privacy.imitation import (
 )
 
 __all__ = [
+    "EXAMPLES",
+    "LEARNERS",
+    "AssistedLearning",
+    "Imitation",
+    "LinearMapImitation",
+    "Module",
+    "SingleParty",
+    "StageAnswer",
+    "ZeroImitation",
+    "assisted_curve",
+    "example3",
+    "example4",
+    "example6",
+    "example7",
     "imitation_loss",
     "imitation_privacy",
     "is_private",
+    "laplace_release",
+    "make_learner",
+    "make_vertical_task",
+    "module_privacy",
     "multi_task_privacy",
+    "own_data_imitation",
     "privacy_probability",
+    "recover_span",
+    "run_example",
+    "span_basis",
+    "span_error",
+    "tree_order_from_basis",
 ]
