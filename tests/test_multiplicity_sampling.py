@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from modelsteal.models import TrainConfig, predict_proba
 from modelsteal.multiplicity import (
     DropoutSample,
     rashomon_set,
+    sample_awp,
     sample_dropout,
     sample_retrained,
     stack_scores,
@@ -156,3 +159,79 @@ def test_errors(split, digits_mlp):
         rashomon_set([digits_mlp], Xv, yv[:5], epsilon=0.1)
     with pytest.raises(InputValidationError, match="at least one model"):
         stack_scores([], Xv)
+
+
+# --- adversarial weight perturbation --------------------------------------------------------
+
+
+def _flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _held_out(split, digits_mlp):
+    _, _, Xv, _ = split
+    return Xv, predict_proba(digits_mlp, Xv)
+
+
+@pytest.mark.parametrize("direction", ["ascent", "random"])
+def test_awp_models_stay_inside_the_set_and_reach_its_edge(split, digits_mlp, direction):
+    Xv, answers = _held_out(split, digits_mlp)
+    before = _flat(digits_mlp).clone()
+    eps = 0.02
+    samples = sample_awp(
+        digits_mlp, Xv, answers, epsilon=eps, n_models=4, seed=0, direction=direction
+    )
+    np.testing.assert_array_equal(_flat(digits_mlp).numpy(), before.numpy())  # base untouched
+    models = [digits_mlp, *(s.model for s in samples)]
+    kept, values = rashomon_set(models, Xv, answers, epsilon=eps, baseline=0)
+    np.testing.assert_array_equal(kept, np.arange(len(models)))  # every sample is in the set
+    for s, v in zip(samples, values[1:], strict=True):
+        assert s.left and s.loss == pytest.approx(v, abs=1e-12) and v <= s.tol + 1e-12
+        assert s.tol == pytest.approx(values[0] + eps)
+        assert s.tol - v < 0.01 * eps + 1e-4  # bisected to near the boundary
+    # the walks differ, and the same seed reproduces them
+    assert not torch.allclose(_flat(samples[0].model), _flat(samples[1].model))
+    again = sample_awp(
+        digits_mlp, Xv, answers, epsilon=eps, n_models=1, seed=0, direction=direction
+    )
+    np.testing.assert_array_equal(_flat(again[0].model).numpy(), _flat(samples[0].model).numpy())
+
+
+def test_awp_one_more_step_leaves_the_set(split, digits_mlp):
+    """With refine=0 the model is the last whole step inside: the next step is outside."""
+    Xv, answers = _held_out(split, digits_mlp)
+    eps = 0.02
+    (s,) = sample_awp(
+        digits_mlp, Xv, answers, epsilon=eps, n_models=1, seed=3, direction="random", refine=0
+    )
+    assert s.left and s.steps >= 1
+    theta0, theta = _flat(digits_mlp), _flat(s.model)
+    step = (theta - theta0) / s.steps
+    outside = copy.deepcopy(digits_mlp)
+    torch.nn.utils.vector_to_parameters(theta0 + (s.steps + 1) * step, outside.parameters())
+    _, values = rashomon_set([digits_mlp, s.model, outside], Xv, answers, epsilon=eps, baseline=0)
+    assert values[1] <= s.tol + 1e-9 < values[2]
+
+
+def test_awp_stops_at_max_steps_inside(split, digits_mlp):
+    Xv, answers = _held_out(split, digits_mlp)
+    (s,) = sample_awp(
+        digits_mlp, Xv, answers, epsilon=1.0, n_models=1, seed=0, step_size=1e-4, max_steps=3
+    )
+    assert not s.left and s.steps == 3 and s.loss <= s.tol
+    (zero,) = sample_awp(digits_mlp, Xv, answers, epsilon=0.0, n_models=1, seed=0)
+    assert zero.steps == 0 and zero.loss <= zero.tol  # ε = 0: the first step already leaves
+
+
+def test_awp_errors(split, digits_mlp):
+    Xv, answers = _held_out(split, digits_mlp)
+    with pytest.raises(InvalidParameterError, match="'direction' parameter of sample_awp"):
+        sample_awp(digits_mlp, Xv, answers, epsilon=0.1, n_models=1, seed=0, direction="up")
+    with pytest.raises(InvalidParameterError, match="'epsilon' parameter of sample_awp"):
+        sample_awp(digits_mlp, Xv, answers, epsilon=-1.0, n_models=1, seed=0)
+    with pytest.raises(InvalidParameterError, match="'step_size' parameter of sample_awp"):
+        sample_awp(digits_mlp, Xv, answers, epsilon=0.1, n_models=1, seed=0, step_size=0)
+    with pytest.raises(InputValidationError, match="same, non-zero number of rows"):
+        sample_awp(digits_mlp, Xv, answers[:3], epsilon=0.1, n_models=1, seed=0)
+    with pytest.raises(InputValidationError, match="already above the tolerance"):
+        sample_awp(digits_mlp, Xv, answers, epsilon=0.0, n_models=1, seed=0, reference_loss=-1.0)

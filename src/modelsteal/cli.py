@@ -435,6 +435,7 @@ def data_fetch(
 
 
 from modelsteal.experiments.cli import audit, report, run  # noqa: E402  (the experiments')
+from modelsteal.multiplicity.cli import multiplicity  # noqa: E402  (Rashomon sets)
 from modelsteal.privacy.cli import privacy_app  # noqa: E402  (imitation privacy)
 from modelsteal.server.cli import keys_app, serve  # noqa: E402  (the server's commands)
 
@@ -444,6 +445,7 @@ app.command("report")(report)
 app.command("audit")(audit)
 app.add_typer(keys_app, name="keys")
 app.add_typer(privacy_app, name="privacy")
+app.command("multiplicity")(multiplicity)
 
 
 def main() -> None:  # pragma: no cover

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,16 @@ class ArraySet:
 
     Arrays of other numeric dtypes are converted on construction; labels must be whole numbers.
     Equality is identity (arrays have no single truth value).
+
+    ``groups`` (optional) maps an attribute name (e.g. ``"sex"``, ``"race"``) to an ``(n,)`` array
+    aligned with the rows: the sensitive features that group-fairness metrics condition on. They
+    travel with the rows through :meth:`take` (and so through :func:`~modelsteal.data.load_splits`)
+    but are not part of ``X`` unless the data set also encodes them as features.
     """
 
     X: np.ndarray
     y: np.ndarray
+    groups: Mapping[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         X = np.asarray(self.X)
@@ -59,12 +65,44 @@ class ArraySet:
             )
         object.__setattr__(self, "X", X)
         object.__setattr__(self, "y", y)
+        if self.groups is not None:
+            object.__setattr__(self, "groups", _check_groups(self.groups, n=len(y)))
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def take(self, rows: np.ndarray) -> ArraySet:
+        """The rows ``rows`` (indices or a boolean mask) of X, y and every group array."""
+        groups = None
+        if self.groups is not None:
+            groups = {k: v[rows] for k, v in self.groups.items()}
+        return ArraySet(X=self.X[rows], y=self.y[rows], groups=groups)
+
     def __repr__(self) -> str:
-        return f"ArraySet(n={len(self)}, X=float32{self.X.shape}, y=int64{self.y.shape})"
+        extra = "" if not self.groups else f", groups={sorted(self.groups)}"
+        return f"ArraySet(n={len(self)}, X=float32{self.X.shape}, y=int64{self.y.shape}{extra})"
+
+
+def _check_groups(groups: Mapping[str, np.ndarray], *, n: int) -> Mapping[str, np.ndarray]:
+    if not isinstance(groups, Mapping):
+        raise InputValidationError(
+            "ArraySet: groups must be a mapping from attribute name to an (n,) array. "
+            f"Got {type(groups).__name__} instead."
+        )
+    out = {}
+    for name, values in groups.items():
+        arr = np.asarray(values)
+        if not isinstance(name, str) or not name:
+            raise InputValidationError(
+                f"ArraySet: group names must be non-empty strings. Got {name!r} instead."
+            )
+        if arr.ndim != 1 or len(arr) != n:
+            raise InputValidationError(
+                f"ArraySet: group {name!r} must be an ({n},) array aligned with the rows. "
+                f"Got shape {arr.shape} instead."
+            )
+        out[name] = arr
+    return out
 
 
 def _check_labels(arrays: ArraySet, *, n_classes: int, where: str) -> None:
@@ -118,7 +156,16 @@ def _check_set(
 
 @dataclass(frozen=True)
 class DataBundle:
-    """A data set as distributed: its official train part, its official test part (or None)."""
+    """A data set as distributed: its official train part, its official test part (or None).
+
+    Optional fields (defaults keep older callers working):
+
+    - ``val``: the official validation part, when the data set has one (PneumoniaMNIST);
+    - ``feature_names``: one name per column of a flat ``X``;
+    - ``numeric_features``: columns that :func:`~modelsteal.data.load_splits` z-scores with the
+      mean and standard deviation of the **target-train rows only** (raw in the bundle);
+    - ``sensitive_features``: the names in the parts' ``groups`` that fairness audits use.
+    """
 
     name: str
     train: ArraySet
@@ -128,6 +175,10 @@ class DataBundle:
     domain: tuple[float, float] | None
     class_names: tuple[str, ...]
     kind: str
+    val: ArraySet | None = None
+    feature_names: tuple[str, ...] | None = None
+    numeric_features: tuple[int, ...] = ()
+    sensitive_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         owner = f"DataBundle {self.name!r}"
@@ -139,7 +190,7 @@ class DataBundle:
             class_names=self.class_names,
             kind=self.kind,
         )
-        for part, arrays in (("train", self.train), ("test", self.test)):
+        for part, arrays in (("train", self.train), ("test", self.test), ("val", self.val)):
             if arrays is not None:
                 _check_set(
                     arrays,
@@ -148,6 +199,41 @@ class DataBundle:
                     input_shape=self.input_shape,
                     n_classes=self.n_classes,
                 )
+        _check_columns(
+            owner,
+            input_shape=self.input_shape,
+            feature_names=self.feature_names,
+            numeric_features=self.numeric_features,
+        )
+        for name in self.sensitive_features:
+            for part, arrays in (("train", self.train), ("test", self.test), ("val", self.val)):
+                if arrays is not None and (arrays.groups is None or name not in arrays.groups):
+                    raise InvalidParameterError(
+                        f"{owner}: sensitive feature {name!r} is missing from the groups of the "
+                        f"{part} part."
+                    )
+
+
+def _check_columns(
+    owner: str,
+    *,
+    input_shape: tuple[int, ...],
+    feature_names: tuple[str, ...] | None,
+    numeric_features: tuple[int, ...],
+) -> None:
+    width = input_shape[0] if len(input_shape) == 1 else None
+    if feature_names is not None and len(feature_names) != width:
+        raise InvalidParameterError(
+            f"{owner}: feature_names must name every column of a flat X ({width} columns). "
+            f"Got {len(feature_names)} names instead."
+        )
+    if numeric_features and (
+        width is None or any(not 0 <= int(j) < width for j in numeric_features)
+    ):
+        raise InvalidParameterError(
+            f"{owner}: numeric_features must be column indices of a flat X in [0, {width}). "
+            f"Got {numeric_features!r} instead."
+        )
 
 
 @dataclass(frozen=True)
@@ -156,6 +242,11 @@ class Splits:
 
     ``attacker_pool.y`` is kept for analysis only: attacks must not read it. ``ood.y`` holds the
     OOD set's own labels, which need not match this data set's classes.
+
+    Optional fields: ``validation`` (the data set's official validation part, if any),
+    ``feature_names``, ``sensitive_features`` (names in the parts' ``groups``) and ``scaling``
+    (``{"columns", "mean", "std"}``: the z-scoring fitted on target_train and applied to every
+    part; None when no column was rescaled).
     """
 
     name: str
@@ -169,6 +260,10 @@ class Splits:
     attacker_pool: ArraySet
     ood: ArraySet | None
     seed: int
+    validation: ArraySet | None = None
+    feature_names: tuple[str, ...] | None = None
+    sensitive_features: tuple[str, ...] = ()
+    scaling: Mapping[str, list] | None = None
 
     def __post_init__(self) -> None:
         owner = f"Splits {self.name!r}"
@@ -180,7 +275,7 @@ class Splits:
             class_names=self.class_names,
             kind=self.kind,
         )
-        for part in ("target_train", "target_test", "attacker_pool", "ood"):
+        for part in ("target_train", "target_test", "attacker_pool", "ood", "validation"):
             arrays = getattr(self, part)
             if arrays is not None:
                 _check_set(
@@ -198,7 +293,7 @@ class Splits:
             "target_test": self.target_test,
             "attacker_pool": self.attacker_pool,
         }
-        return {
+        info = {
             "name": self.name,
             "kind": self.kind,
             "n_classes": int(self.n_classes),
@@ -215,15 +310,35 @@ class Splits:
                 for part, arrays in parts.items()
             },
         }
+        if self.validation is not None:
+            info["sizes"]["validation"] = len(self.validation)
+        if self.sensitive_features:
+            groups = self.target_test.groups or {}
+            info["sensitive_features"] = {
+                name: dict(
+                    zip(
+                        *(v.tolist() for v in np.unique(groups[name], return_counts=True)),
+                        strict=True,
+                    )
+                )
+                for name in self.sensitive_features
+                if name in groups
+            }
+        return info
 
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a data set: where it lives under the data folder, where to get it, its MD5."""
+    """One file of a data set: where it lives under the data folder, where to get it, its MD5.
+
+    When the file is distributed inside a zip archive, ``urls`` point at the archive and
+    ``member`` names the file inside it; ``md5`` is always the extracted file's.
+    """
 
     relpath: str
     urls: tuple[str, ...]
     md5: str
+    member: str | None = None
 
 
 @dataclass(frozen=True)

@@ -107,19 +107,27 @@ def verify_file(path: Path, md5: str) -> None:
         )
 
 
-def _download(url: str, dest: Path, md5: str, *, timeout: float) -> None:
+def _download(url: str, dest: Path, md5: str, *, timeout: float, member: str | None = None) -> None:
     part = dest.with_name(dest.name + ".part")
+    archive = dest.with_name(dest.name + ".zip.part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as out:
+        target = archive if member is not None else part
+        with urllib.request.urlopen(url, timeout=timeout) as response, target.open("wb") as out:
             shutil.copyfileobj(response, out, length=1 << 20)
+        if member is not None:
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as src, part.open("wb") as out:
+                shutil.copyfileobj(src, out, length=1 << 20)
         actual = file_md5(part)
         if actual != md5.lower():
             raise ChecksumMismatchError(
                 f"{url} served a file with MD5 {actual}, expected {md5.lower()}"
             )
         os.replace(part, dest)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{url}: could not extract {member} ({exc})") from None
     finally:
         part.unlink(missing_ok=True)
+        archive.unlink(missing_ok=True)
 
 
 def fetch_dataset(
@@ -164,7 +172,7 @@ def _fetch_one(name: str, remote: RemoteFile, dest: Path, *, timeout: float) -> 
     for url in remote.urls:
         logger.info("downloading %s -> %s", url, dest)
         try:
-            _download(url, dest, remote.md5, timeout=timeout)
+            _download(url, dest, remote.md5, timeout=timeout, member=remote.member)
         except ChecksumMismatchError as exc:
             failures.append(str(exc))
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:

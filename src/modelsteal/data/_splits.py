@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from modelsteal._checks import check_float, check_int
-from modelsteal.data._base import DATASETS, ArraySet, Splits
+from modelsteal.data._base import DATASETS, ArraySet, DataBundle, Splits
 from modelsteal.data._base import data_dir as resolve_data_dir
 from modelsteal.data._loaders import load_dataset
 from modelsteal.errors import InvalidParameterError
@@ -119,6 +119,37 @@ def load_splits(
         )
 
     bundle = load_dataset(name_or_path, data_dir=data_dir, label_column=label_column)
+    ood_set = _load_ood(
+        ood, name_or_path, data_dir=data_dir, label_column=label_column, bundle=bundle
+    )
+    return split_bundle(
+        bundle,
+        seed=seed,
+        pool_fraction=pool_fraction,
+        test_fraction=test_fraction,
+        max_train=max_train,
+        ood=ood_set,
+    )
+
+
+def split_bundle(
+    bundle: DataBundle,
+    *,
+    seed: int = 0,
+    pool_fraction: float = 0.5,
+    test_fraction: float = 0.25,
+    max_train: int | None = None,
+    ood: ArraySet | None = None,
+) -> Splits:
+    """Cut an already loaded :class:`DataBundle` as :func:`load_splits` does.
+
+    Group arrays travel with their rows. The bundle's ``numeric_features`` are z-scored with the
+    mean and standard deviation (``ddof=0``; 1 where it is 0) of the **target_train rows only**,
+    and the same affine map is applied to every other part (recorded in ``Splits.scaling``).
+    The official validation part, if any, becomes ``Splits.validation``.
+    """
+    owner = "split_bundle"
+    seed = check_int(seed, name="seed", owner=owner, low=0)
     source = bundle.train
     idx = split_indices(
         source.y,
@@ -128,17 +159,32 @@ def load_splits(
         test_fraction=test_fraction,
         max_train=max_train,
     )
-    parts = {}
+    parts: dict[str, ArraySet | None] = {}
     for part, rows in idx.items():
         if rows is not None and len(rows) == 0:
             raise InvalidParameterError(
-                f"{owner}: with {len(source)} rows to split, pool_fraction={pool_fraction:g} "
+                f"load_splits: with {len(source)} rows to split, pool_fraction={pool_fraction:g} "
                 f"and test_fraction={test_fraction:g} leave the {part} split empty. Use "
                 "fractions nearer 0.5 or a larger data set."
             )
-        parts[part] = None if rows is None else ArraySet(X=source.X[rows], y=source.y[rows])
+        parts[part] = None if rows is None else source.take(rows)
     if parts["target_test"] is None:
         parts["target_test"] = bundle.test
+    parts["validation"] = bundle.val
+
+    scaling = None
+    if bundle.numeric_features:
+        cols = np.asarray(bundle.numeric_features, dtype=np.int64)
+        train_X = parts["target_train"].X[:, cols].astype(np.float64)
+        mean = train_X.mean(axis=0)
+        std = train_X.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        scaling = {"columns": cols.tolist(), "mean": mean.tolist(), "std": std.tolist()}
+        for part, arrays in parts.items():
+            if arrays is not None:
+                X = arrays.X.copy()
+                X[:, cols] = ((X[:, cols] - mean) / std).astype(np.float32)
+                parts[part] = ArraySet(X=X, y=arrays.y, groups=arrays.groups)
 
     return Splits(
         name=bundle.name,
@@ -150,10 +196,12 @@ def load_splits(
         target_train=parts["target_train"],
         target_test=parts["target_test"],
         attacker_pool=parts["attacker_pool"],
-        ood=_load_ood(
-            ood, name_or_path, data_dir=data_dir, label_column=label_column, bundle=bundle
-        ),
+        ood=ood,
         seed=seed,
+        validation=parts["validation"],
+        feature_names=bundle.feature_names,
+        sensitive_features=bundle.sensitive_features,
+        scaling=scaling,
     )
 
 
