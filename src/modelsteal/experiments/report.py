@@ -159,17 +159,20 @@ def _plt():
     return plt
 
 
-def plot_privacy_utility(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-    """Extraction accuracy against each swept parameter, a line per (defense, attack)."""
-    swept = [r for r in rows if r["swept_param"]]
+def plot_privacy_utility(
+    path: Path, rows: Sequence[Mapping[str, Any]], utility: Mapping[str, Mapping[str, Any]]
+) -> Path | None:
+    """Extraction accuracy against the ℓ1 distortion of each swept defense setting, a line per
+    defense and a panel per attack. The x-axis is the setting's measured maximum ℓ1 distortion on
+    the test set (its utility cell), so defenses swept by different parameters (ε, β) share it;
+    for MAD, ModelGuard-W and ModelGuard-S it equals (or stays within) the budget ε."""
+    swept = [r for r in rows if r["swept_param"] and r["defense"] in utility]
     if not swept:
         return None
     lines: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-    params = sorted({r["swept_param"] for r in swept})
     for r in swept:
-        lines[(r["defense_entry"], f"{r['strategy']} / {r['attack']}")].append(
-            (float(r["swept_value"]), r.get("accuracy", float("nan")))
-        )
+        key = (f"{r['defense_entry']} ({r['swept_param']})", f"{r['strategy']} / {r['attack']}")
+        lines[key].append((utility[r["defense"]]["max_l1"], r.get("accuracy", float("nan"))))
     attacks = sorted({a for _, a in lines})
     plt = _plt()
     fig, axes = plt.subplots(1, len(attacks), figsize=(5.2 * len(attacks), 3.9), squeeze=False)
@@ -179,7 +182,7 @@ def plot_privacy_utility(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path 
                 xs, ys = zip(*sorted(pts), strict=True)
                 ax.plot(xs, ys, marker="o", label=defense)
         ax.set_title(attack)
-        ax.set_xlabel(" / ".join(params))
+        ax.set_xlabel("max ℓ1 distortion of the answers (test set)")
         ax.set_ylabel("extraction accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -366,7 +369,9 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
         ["defense", "strategy", "attack", "seed", "queries", "accuracy", "fidelity"],
     )
     plots = {
-        "privacy_utility": plot_privacy_utility(out / "privacy_utility.png", per_attack),
+        "privacy_utility": plot_privacy_utility(
+            out / "privacy_utility.png", per_attack, summary["utility"]
+        ),
         "accuracy_vs_queries": plot_queries(
             out / "accuracy_vs_queries.png", summary, metric="accuracy"
         ),
@@ -397,7 +402,7 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
         markdown_table(util, util_cols),
     ]
     for key, title in (
-        ("privacy_utility", "Privacy–utility: extraction accuracy against the swept parameter"),
+        ("privacy_utility", "Privacy–utility: extraction accuracy against ℓ1 distortion"),
         ("accuracy_vs_queries", "Accuracy against queries"),
         ("fidelity_vs_queries", "Fidelity against queries"),
         (
