@@ -348,3 +348,19 @@ def test_audit_on_a_saved_sklearn_model_and_csv(tmp_path):
     assert len(load_config(out / "audit.toml").cells()) == 3 + 3 * 3
     with pytest.raises(Exception, match="Unknown defense 'nope'"):
         audit_config(tmp_path / "model.joblib", tmp_path / "data.csv", out, defenses=["nope"])
+
+
+def test_only_runs_the_matching_cells_and_the_rest_later(tmp_path):
+    cfg = load_config(write(tmp_path))
+    first = run_grid(cfg, tmp_path / "run", only={"attack": "Naive"})
+    # 3 utility cells (no attack label) + 3 naive cells; the 3 partial Bayes cells wait.
+    assert (first.total, first.finished, first.skipped) == (9, 6, 0)
+    kinds = sorted(
+        r["labels"].get("attack", "-")
+        for r in ResultStore(tmp_path / "run" / "results.sqlite").rows()
+    )
+    assert kinds == ["-", "-", "-", "Naive", "Naive", "Naive"]
+    rest = run_grid(cfg, tmp_path / "run")
+    assert (rest.skipped, rest.finished) == (6, 3)
+    with pytest.raises(ValueError, match="cells have no label 'colour'"):
+        run_grid(cfg, tmp_path / "run", only={"colour": "red"})

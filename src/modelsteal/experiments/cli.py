@@ -76,12 +76,18 @@ def run(
     ] = None,
     data_dir: DataDir = None,
     report: Annotated[bool, typer.Option(help="Write the report when the grid is done.")] = True,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only cells with this label, e.g. strategy=KnockoffNets."),
+    ] = None,
 ) -> None:
     """Run an experiment grid; a second run on the same folder only does what is left."""
+    from modelsteal._cli_common import parse_params
     from modelsteal.experiments import load_config, run_grid, write_report
 
     cfg = load_config(config)
     out = out or Path("results") / cfg.name
+    selected = {k: str(v) for k, v in parse_params(only).items()}
     with _cell_bar() as bar:
         summary = run_grid(
             cfg,
@@ -92,6 +98,7 @@ def run(
             data_dir=data_dir,
             progress=bar,
             log_line=console.print,
+            only=selected,
         )
     console.print(_summary_line(summary), highlight=False)
     if report:

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
@@ -365,8 +365,14 @@ def run_grid(
     data_dir: str | None = None,
     progress: CellProgress | None = None,
     log_line: Callable[[str], None] = log.info,
+    only: Mapping[str, str] | None = None,
 ) -> GridSummary:
-    """Run every cell of ``config`` not yet finished in the store at ``out/results.sqlite``."""
+    """Run every cell of ``config`` not yet finished in the store at ``out/results.sqlite``.
+
+    ``only`` restricts the run to the cells whose labels match, e.g. ``{"strategy":
+    "KnockoffNets"}`` (cells without that label, such as utility cells, are kept); the rest can
+    be run later into the same folder.
+    """
     if backend not in BACKENDS:
         raise InvalidParameterError(
             f"The 'backend' parameter of run_grid must be one of {', '.join(BACKENDS)}. "
@@ -385,7 +391,21 @@ def run_grid(
     cells = config.cells()
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
-    log_line(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
+    if only:
+        known = {k for c in cells for k in c.labels}
+        for key in only:
+            if key not in known:
+                raise InvalidParameterError(
+                    f"--only {key}=…: cells have no label {key!r}. "
+                    f"Labels: {', '.join(sorted(known))}."
+                )
+        todo = [c for c in todo if all(c.labels.get(k, v) == v for k, v in only.items())]
+    finished_before = sum(c.key in done for c in cells)
+    left_out = len(cells) - finished_before - len(todo)
+    log_line(
+        f"{len(cells)} cells, {finished_before} already done, {len(todo)} to run"
+        + (f", {left_out} left for later (--only)" if left_out else "")
+    )
     prepare_models(todo, workdir, data_dir, log_line)
     finished = failed = 0
 
@@ -416,7 +436,7 @@ def run_grid(
                     record(pending.pop(future), *future.result())
     return GridSummary(
         total=len(cells),
-        skipped=len(cells) - len(todo),
+        skipped=finished_before,
         finished=finished,
         failed=failed,
         seconds=time.perf_counter() - started,
