@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from modelsteal.experiments import ResultStore
+from modelsteal.experiments.report import current_rows
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,7 +35,7 @@ def load(folder: Path) -> tuple[dict, dict]:
     """(attack accuracy by (defense, strategy, attack), utility by defense) from a run folder."""
     attacks: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     utility: dict[str, dict] = {}
-    for row in ResultStore(folder / "results.sqlite").rows():
+    for row in current_rows(ResultStore(folder / "results.sqlite"))[0]:
         labels = row["labels"]
         if row["kind"] == "utility":
             utility[labels["defense"]] = row["result"]

@@ -305,6 +305,15 @@ def _config_keys(config: tuple[str, str] | None) -> set[str] | None:
         return None
 
 
+def current_rows(store: ResultStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finished and the failed rows of the grid last run into ``store`` (older grids' cells
+    stay in the store but are not shown)."""
+    keys = _config_keys(store.latest_config())
+    done = [r for r in store.rows(status="done") if keys is None or r["key"] in keys]
+    failed = [r for r in store.rows(status="failed") if keys is None or r["key"] in keys]
+    return done, failed
+
+
 def write_report(results: str | Path, out: str | Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, CSV tables and PNG plots for the store at
     ``results`` (a run folder or its ``results.sqlite``) into ``out`` (default: the folder)."""
@@ -318,9 +327,7 @@ def write_report(results: str | Path, out: str | Path | None = None) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(db)
     config = store.latest_config()
-    keys = _config_keys(config)
-    rows = [r for r in store.rows(status="done") if keys is None or r["key"] in keys]
-    failed = [r for r in store.rows(status="failed") if keys is None or r["key"] in keys]
+    rows, failed = current_rows(store)
     summary = summarise(rows)
     per_attack = attack_rows(summary)
     columns, table = matrix(summary)
