@@ -11,7 +11,8 @@ of ``configs/modelguard_mqpi_<data>.toml``) and says, with the numbers, whether 
 (c) ModelGuard-W gives the naive attack the lowest extraction accuracy of all defenses;
 (d) the Top-1 attack scores the same against every defense that kept the top-1 label of every
     test row (argmax kept = 1);
-(e) 2-QPI changes answers (leaks) under non-ordered quantization and never under ordered.
+(e) 2-QPI changes answers (leaks) under non-ordered quantization (in at least one setting) and
+    never under ordered quantization.
 
 Writes ``benchmarks/results/modelguard_claims_<name>.{json,md}``.
 
@@ -134,7 +135,7 @@ def claims(folder: Path, mqpi: Path | None, near: float) -> dict:
             "rows": rows_e,
             "holds": bool(ordered and loose)
             and all(r["changed"] == 0 for r in ordered)
-            and all(r["changed"] > 0 for r in loose),
+            and any(r["changed"] > 0 for r in loose),
         }
     return out
 

@@ -291,8 +291,8 @@ def _html_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> st
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _config_keys(config: tuple[str, str] | None) -> set[str] | None:
-    """The cell keys of the grid last run into the store (None: show every stored cell)."""
+def _config_labels(config: tuple[str, str] | None) -> dict[str, dict[str, str]] | None:
+    """Key → labels of the grid last run into the store (None: show every stored cell)."""
     if config is None or not config[0]:
         return None
     import tomllib
@@ -300,18 +300,24 @@ def _config_keys(config: tuple[str, str] | None) -> set[str] | None:
     from modelsteal.experiments.config import ConfigError, parse_config
 
     try:
-        return {c.key for c in parse_config(tomllib.loads(config[0]), source=config[1]).cells()}
+        cells = parse_config(tomllib.loads(config[0]), source=config[1]).cells()
     except (ConfigError, tomllib.TOMLDecodeError):
         return None
+    return {c.key: c.labels for c in cells}
 
 
 def current_rows(store: ResultStore) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The finished and the failed rows of the grid last run into ``store`` (older grids' cells
-    stay in the store but are not shown)."""
-    keys = _config_keys(store.latest_config())
-    done = [r for r in store.rows(status="done") if keys is None or r["key"] in keys]
-    failed = [r for r in store.rows(status="failed") if keys is None or r["key"] in keys]
-    return done, failed
+    """The finished and the failed rows of the grid last run into ``store``, labelled as that
+    grid labels them (older grids' cells stay in the store but are not shown; a cell computed
+    under an older label is shown under the current one)."""
+    labels = _config_labels(store.latest_config())
+    out = []
+    for status in ("done", "failed"):
+        rows = store.rows(status=status)
+        if labels is not None:
+            rows = [{**r, "labels": labels[r["key"]]} for r in rows if r["key"] in labels]
+        out.append(rows)
+    return out[0], out[1]
 
 
 def write_report(results: str | Path, out: str | Path | None = None) -> dict[str, Path]:
