@@ -315,7 +315,9 @@ def current_rows(store: ResultStore) -> tuple[list[dict[str, Any]], list[dict[st
     for status in ("done", "failed"):
         rows = store.rows(status=status)
         if labels is not None:
+            order = {key: i for i, key in enumerate(labels)}  # the config's order
             rows = [{**r, "labels": labels[r["key"]]} for r in rows if r["key"] in labels]
+            rows.sort(key=lambda r: order[r["key"]])
         out.append(rows)
     return out[0], out[1]
 
