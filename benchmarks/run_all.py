@@ -25,6 +25,9 @@ SCRIPTS = [
     ["adaptive_recovery.py"],
     ["knockoff_adaptive.py"],
     ["activethief.py", "--data", "digits", "--seeds", "0", "1", "2"],
+    ["multiplicity.py"],
+    ["imitation_examples.py"],
+    ["imitation_mnist.py"],
 ]
 
 if __name__ == "__main__":
