@@ -161,6 +161,31 @@ def test_jacobian_gram_is_g_g_transpose(layer):
         np.testing.assert_allclose(gram[i], expected, rtol=0, atol=1e-6 * np.abs(expected).max())
 
 
+def test_image_proxy_gram_follows_changes_to_the_proxy():
+    """Images go through a channels-last copy of the proxy; it must track the proxy's weights."""
+    shape = (1, 8, 8)
+    x, y = _data(6, shape=shape)
+    proxy = build_model("cnn", shape, C, seed=4, channels=(4,), hidden=16)
+    defense = MAD(epsilon=0.7, proxy=proxy, seed=0)
+
+    def check() -> None:
+        gram = defense.jacobian_gram(x, C)
+        for i in range(len(x)):
+            g = _explicit_jacobian(proxy, x[i], "last")
+            expected = g @ g.T
+            atol = 1e-5 * np.abs(expected).max()
+            np.testing.assert_allclose(gram[i], expected, rtol=0, atol=atol)
+
+    check()
+    with torch.no_grad():  # changed in place ...
+        for p in proxy.parameters():
+            p.mul_(-1.5)
+    check()
+    proxy[0].weight = nn.Parameter(torch.ones_like(proxy[0].weight))  # ... or replaced
+    check()
+    np.testing.assert_allclose(defense.perturb(y, x=x), mad_per_sample(defense, y, x), atol=1e-9)
+
+
 @pytest.mark.parametrize("objmax", [True, False])
 def test_extreme_oracle_picks_the_best_vertex(objmax):
     x, y = _data(20)

@@ -430,6 +430,160 @@ def test_sqlite_store_keeps_vectors_bit_exact_and_pickles_as_its_path(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Shortcuts: the memo of answers, the single-row lookup, the grid of long class lists
+# --------------------------------------------------------------------------------------------
+
+
+def _fresh_answers(path, rows: np.ndarray, *, single: bool, epsilon: float = 0.3) -> np.ndarray:
+    """Answers of a new defense on the same file (empty memo), one row per call or as a batch."""
+    mg = ModelGuardS(epsilon=epsilon, store=path)
+    try:
+        if single:
+            return np.concatenate([mg.perturb(rows[i : i + 1]) for i in range(len(rows))])
+        return mg.perturb(rows)
+    finally:
+        mg.close()
+
+
+def test_memo_and_single_row_lookups_answer_as_the_batch_path(tmp_path):
+    path = tmp_path / "s.sqlite"
+    mg = ModelGuardS(epsilon=0.3, store=path)
+    ys = _rows(200, 6, seed=1)
+    first = mg.perturb(ys)  # decides and remembers
+    mg.perturb(_rows(300, 6, seed=2))  # other centroids appended after them
+    again = mg.perturb(ys)  # from the memo
+    np.testing.assert_array_equal(again, first)
+    ones = np.concatenate([mg.perturb(ys[i : i + 1]) for i in range(len(ys))])
+    np.testing.assert_array_equal(ones, first)
+    # a new defense on the file (no memo): single-row lookups and the batch path agree
+    np.testing.assert_array_equal(_fresh_answers(path, ys, single=True), first)
+    np.testing.assert_array_equal(_fresh_answers(path, ys, single=False), first)
+    # answers handed out are the caller's: changing them changes nothing remembered
+    again[:] = 0.0
+    np.testing.assert_array_equal(mg.perturb(ys), first)
+    mg.close()
+
+
+def test_single_row_lookups_keep_the_noise_promise():
+    mg, c0, edge = _boundary_case()
+    mg.perturb(c0[None])
+    first = mg.perturb(edge[None])[0]
+    assert mg.n_pins() >= 1
+    for row in _noisy(edge, 1e-7, 40, seed=2):
+        mg._memo.clear()  # the single-row lookup, not the memo, must find the pin
+        np.testing.assert_array_equal(mg.perturb(row[None])[0], first)
+
+
+def test_memo_is_bounded_and_only_for_the_ordered_variant(monkeypatch):
+    from modelsteal.defenses import modelguard_s as ms
+
+    monkeypatch.setattr(ms, "_MEMO_SIZE", 50)
+    mg = ModelGuardS(epsilon=0.3)
+    ys = _rows(120, 4, seed=3)
+    first = mg.perturb(ys)
+    assert len(mg._memo) == 50  # the last 50 rows; the others are found again
+    np.testing.assert_array_equal(mg.perturb(ys), first)
+    np.testing.assert_array_equal(mg.perturb(ys[:10]), first[:10])
+    assert ModelGuardS(epsilon=0.3, ordered=False)._memo is None
+
+
+def test_memo_does_not_bypass_the_checks():
+    mg = ModelGuardS(epsilon=0.3)
+    ys = _rows(20, 4, seed=4)
+    answers = mg.perturb(ys)
+    with pytest.raises(Exception, match="sums to 0.7"):
+        mg.perturb(np.vstack([ys[:3], [[0.4, 0.1, 0.1, 0.1]]]))
+    with pytest.raises(Exception, match="predictions have 5 classes"):
+        mg.perturb(np.array([[0.6, 0.1, 0.1, 0.1, 0.1]]))
+    # a row off the simplex by rounding is renormalised, then answered as the clean row
+    off = ys[:1] * (1 + 1e-9)
+    np.testing.assert_array_equal(mg.perturb(off), answers[:1])
+    np.testing.assert_array_equal(mg.perturb(ys.astype(np.float32)[:2]).shape, (2, 4))
+
+
+def test_threads_sharing_one_defense():
+    mg = ModelGuardS(epsilon=EPS_CONC)
+    results: list[dict[int, set[bytes]]] = [{}] * 8
+    start = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        start.wait(timeout=60)
+        results[k] = _answer_stream(mg, seed=k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _assert_one_valid_answer_each(mg, _merge(results))
+
+
+@pytest.mark.parametrize(("norm", "epsilon"), [("l1", 0.05), ("l1", 0.3), ("l2", 0.1)])
+def test_grid_lookup_decides_as_the_full_scan(norm, epsilon):
+    from modelsteal.defenses import modelguard_s as ms
+
+    mg = ModelGuardS(epsilon=epsilon, norm=norm)
+    rng = np.random.default_rng(5)
+    c = 8
+    geo = mg._geometry(c)
+    cents, _ = mg._quantize(_rows(3000, c, seed=6, alpha=0.3))
+    grid = ms._Grid(cents[:2500], geo.radius + geo.band, mg._metric)  # 500 appended after
+    queries = list(mg._quantize(_rows(300, c, seed=7, alpha=0.3))[0])
+    for i in rng.choice(len(cents), 400):  # on and around the spheres that decide
+        step = rng.normal(size=c)
+        step -= step.mean()
+        step /= np.abs(step).sum() if norm == "l1" else np.linalg.norm(step)
+        queries.append(cents[i] + step * (geo.radius + rng.uniform(-2, 2) * geo.band))
+        queries.append(cents[i] + rng.normal(0, epsilon / 4, size=c))
+    kinds = set()
+    for q in queries:
+        q = np.clip(q, 0, None) / np.clip(q, 0, None).sum()
+        rank, fragile = ms._first_within(q[None], cents, geo, mg._metric)
+        expected = (int(rank[0]), bool(fragile[0]))
+        assert grid.first_within(q, cents, geo) == expected
+        assert ms._first_within_one(q, cents, geo, mg._metric) == expected
+        kinds.add((expected[0] >= 0, expected[1]))
+    qs = np.clip(np.array(queries), 0, None)
+    qs /= qs.sum(axis=1, keepdims=True)
+    rank, fragile = grid.first_within_rows(qs, cents, geo)
+    ref_rank, ref_fragile = ms._first_within(qs, cents, geo, mg._metric)
+    np.testing.assert_array_equal(rank, ref_rank)
+    np.testing.assert_array_equal(fragile, ref_fragile)
+    assert {(True, True), (True, False)} <= kinds  # fragile and clear matches both occur
+
+
+def test_long_class_lists_grid_lookups_answer_as_the_full_scan(tmp_path, monkeypatch):
+    from modelsteal.defenses import modelguard_s as ms
+
+    path = tmp_path / "long.sqlite"
+    mg = ModelGuardS(epsilon=0.05, store=path)
+    ys = _rows(2500, 6, seed=8, alpha=0.3)
+    first = mg.perturb(ys)
+    assert min(mg.centroid_counts().values()) >= 200
+    probe = np.vstack([ys[::25], _noisy_rows(ys[::25], 1e-9, seed=9), _rows(100, 6, seed=11)])
+    monkeypatch.setattr(ms, "_GRID_FROM", 10**9)  # the full scan, for reference
+    expected = _fresh_answers(path, probe, single=False, epsilon=0.05)
+    np.testing.assert_array_equal(expected[: len(ys[::25])], first[::25])
+    monkeypatch.setattr(ms, "_GRID_FROM", 200)  # the grid, for single rows and batches
+    monkeypatch.setattr(ms, "_GRID_BATCH_FROM", 0)
+    monkeypatch.setattr(ms, "_GRID_KEEPS", 1.0)  # used however little it prunes
+    fresh = ModelGuardS(epsilon=0.05, store=path)
+    np.testing.assert_array_equal(fresh.perturb(probe[:150]), expected[:150])
+    single = np.concatenate([fresh.perturb(probe[i : i + 1]) for i in range(len(probe))])
+    np.testing.assert_array_equal(single, expected)
+    assert fresh._grids and all(g.useful for g in fresh._grids.values())  # the grid was used
+    mg.perturb(_rows(60, 6, seed=10, alpha=0.3))  # appended after the grids were built
+    fresh.centroid_counts()  # (this reads them into its cache)
+    fresh._memo.clear()
+    single = np.concatenate([fresh.perturb(probe[i : i + 1]) for i in range(150)])
+    np.testing.assert_array_equal(single, expected[:150])
+    fresh._memo.clear()
+    np.testing.assert_array_equal(fresh.perturb(probe[:150]), expected[:150])
+    fresh.close()
+    mg.close()
+
+
+# --------------------------------------------------------------------------------------------
 # Parameter errors
 # --------------------------------------------------------------------------------------------
 

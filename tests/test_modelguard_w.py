@@ -271,3 +271,109 @@ def test_given_top_agrees_with_the_solution_it_describes():
         assert smooth.mean() > 0.8
         np.testing.assert_allclose(((g_up - g[:, 0]) / h)[smooth], right[smooth, 0], atol=1e-5)
         np.testing.assert_allclose(((g[:, 0] - g_down) / h)[smooth], -left[smooth, 0], atol=1e-5)
+
+
+# ---- the row path (batches of up to _ROW_PATH_MAX_ROWS rows) --------------------------------
+
+
+def _batched(y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, object]:
+    """The vectorised solver on ``y`` (the row path switched off)."""
+    from modelsteal.defenses import modelguard_w as mw
+
+    saved = mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES
+    mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES = 0, 10**9
+    try:
+        return solve_modelguard_w(y, eps, return_info=True)
+    finally:
+        mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES = saved
+
+
+@pytest.mark.parametrize("c", [2, 10, 47, 48, 100, 256])
+def test_row_path_equals_the_batched_solver_on_random_rows(c):
+    rng = np.random.default_rng(100 + c)
+    n = 150
+    y = rng.dirichlet(np.full(c, 0.3), size=n)
+    eps = rng.uniform(1e-3, 2.0, size=n)
+    batched, info = _batched(y, eps)
+    single = np.concatenate([solve_modelguard_w(y[i : i + 1], eps[i]) for i in range(n)])
+    pairs = np.concatenate(
+        [solve_modelguard_w(y[i : i + 2], eps[i : i + 2]) for i in range(0, n, 2)]
+    )
+    whole = solve_modelguard_w(y, eps)  # the row path from _ROW_PATH_MIN_CLASSES classes
+    for rows in (single, pairs, whole):
+        gap = modelguard_w_objective(y, rows) - modelguard_w_objective(y, batched)
+        assert np.abs(gap).max() <= 1e-12
+        # Both stop when the supporting lines certify the optimum to 1e-11 in the objective,
+        # which can leave the top value a few 1e-12 apart; most rows agree to rounding.
+        diff = np.abs(rows - batched).max(axis=1)
+        assert diff.max() <= 1e-10
+        assert np.mean(diff <= 1e-12) >= 0.97
+    assert not info.infeasible[:n].any()
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100, 256])
+def test_row_path_matches_highs_on_hard_rows_one_at_a_time(c):
+    rng = np.random.default_rng(200 + c)
+    n = 32
+    y = _hard_rows(rng, n, c)
+    eps = rng.choice([1e-9, 5e-5, 1e-4, 1e-3, 0.05, 0.5, 1.0, 1.9, 2.0], size=n)
+    eps[::5] = rng.uniform(0.0, 2.0, size=len(eps[::5]))
+    ref, ref_info = solve_modelguard_w_highs(y, eps, return_info=True)
+    for i in range(n):
+        out, info = solve_modelguard_w(y[i : i + 1], eps[i], return_info=True)
+        assert info.infeasible[0] == ref_info.infeasible[i]
+        if info.infeasible[0]:
+            np.testing.assert_array_equal(out[0], y[i])
+            continue
+        gap = modelguard_w_objective(y[i : i + 1], out) - modelguard_w_objective(
+            y[i : i + 1], ref[i : i + 1]
+        )
+        assert abs(gap[0]) <= OBJECTIVE_TOL
+        assert _violations(y[i : i + 1], out, eps[i : i + 1], 1e-4)[0] <= CONSTRAINT_TOL
+
+
+def test_row_path_takes_inputs_as_the_general_path_does():
+    rng = np.random.default_rng(3)
+    y = rng.dirichlet(np.full(12, 0.5), size=4)
+    eps = np.array([0.2, 0.7, 1.3, 2.0])
+    expected = _batched(y, eps)[0]
+    # other spellings of the same batch: lists, float32 rows, numpy and int budgets
+    np.testing.assert_allclose(solve_modelguard_w(y.tolist(), eps), expected, atol=1e-12)
+    np.testing.assert_allclose(solve_modelguard_w(y, list(eps)), expected, atol=1e-12)
+    one = solve_modelguard_w(y[:1], np.float64(0.2))
+    np.testing.assert_allclose(one, expected[:1], atol=1e-12)
+    np.testing.assert_allclose(
+        solve_modelguard_w(y[:1], 2), _batched(y[:1], np.array([2.0]))[0], atol=1e-12
+    )
+    y32 = y.astype(np.float32)
+    np.testing.assert_allclose(
+        solve_modelguard_w(y32, eps), _batched(y32.astype(np.float64), eps)[0], atol=1e-12
+    )
+    # rows off the simplex by rounding are renormalised first, as by the general path
+    off = y * (1 + 1e-9)
+    renormalised = off / off.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        solve_modelguard_w(off, eps), _batched(renormalised, eps)[0], atol=1e-12
+    )
+    # and broken rows fail with the general path's messages
+    with pytest.raises(Exception, match="probability vectors"):
+        solve_modelguard_w(np.array([[0.5, np.nan]]), 0.1)
+    with pytest.raises(Exception, match="negative entry"):
+        solve_modelguard_w(np.array([[1.2, -0.2]]), 0.1)
+    with pytest.raises(InvalidParameterError, match="'epsilon' parameter"):
+        solve_modelguard_w(y[:1], np.nan)
+    with pytest.raises(InvalidParameterError, match="'margin' parameter"):
+        solve_modelguard_w(y[:1], 0.1, margin=-1e-4)
+
+
+def test_row_path_handles_ties_zeros_and_one_class():
+    y = np.array([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    for eps in (5e-5, 3e-4, 0.5, 2.0):
+        _assert_matches_highs(y[:1], eps)
+        for i in range(len(y)):
+            out, info = solve_modelguard_w(y[i : i + 1], eps, return_info=True)
+            _, ref_info = solve_modelguard_w_highs(y[i : i + 1], eps, return_info=True)
+            assert info.infeasible[0] == ref_info.infeasible[0]
+            if not info.infeasible[0]:
+                assert out[0].argmax() == y[i].argmax()
+    np.testing.assert_array_equal(solve_modelguard_w(np.ones((1, 1)), 0.5), np.ones((1, 1)))

@@ -14,7 +14,10 @@ The objective only needs inner products of columns of ``Gᵀ``, so everything he
 per-row Gram matrix ``M = G Gᵀ`` (C × C). For the last linear layer (``max_grad_layer="last"``,
 the reference's default) ``G`` has a closed form: with ``h`` the penultimate activation and
 ``p = softmax(F(x))``, row ``k`` is ``vec((p − e_k) hᵀ)``, so ``M = ‖h‖² B Bᵀ`` with
-``B = 1 pᵀ − I``; one forward pass with a hook gives it for the whole batch.
+``B = 1 pᵀ − I``, i.e. ``M_kl = ‖h‖² (‖p‖² − p_k − p_l + δ_kl)``; one forward pass with a hook
+gives it for the whole batch. For images the forward pass runs on a channels-last copy of the
+proxy (about twice as fast on CPU, the same weights; logits equal to float32 rounding), and the
+extreme oracle scores the C vertices from ``M`` in O(C²) per row.
 ``max_grad_layer="all"`` uses the Jacobian of the whole network (``torch.func.jacrev`` + ``vmap``,
 in chunks) and the same oracle code.
 
@@ -48,6 +51,7 @@ Departures from the reference code (``tribhuvanesh/prediction-poisoning``,
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -73,7 +77,7 @@ _GREEDY_MAX_EVALS = 1024  # objective evaluations per row of the greedy argmax o
 _TOP_BUMP = 1e-5  # extra mass on the top class in argmax-oracle vertices (as the reference)
 _ALPHA_EPS = 1e-7  # the reference's guard in α = ε / (‖y − y*‖ + 1e-7)
 _ORACLE_CHUNK = 1 << 21  # rows × candidates × C evaluated at once in the oracle
-_FORWARD_CHUNK = 1024  # proxy rows per forward pass
+_FORWARD_CHUNK = 64  # proxy rows per forward pass (larger batches spill the CPU caches)
 _JACOBIAN_BUDGET = 1 << 24  # float32 Jacobian entries per vmap chunk with max_grad_layer="all"
 
 
@@ -152,6 +156,7 @@ class MAD(Defense):
         self.seed = check_int(seed, name="seed", owner="MAD", low=0)
         self._proxy: nn.Module | None = proxy
         self._proxy_shape: tuple[tuple[int, ...], int] | None = None
+        self._fast_proxy: tuple[tuple[Any, ...], nn.Module] | None = None
 
     @property
     def preserves_argmax(self) -> bool:  # type: ignore[override]
@@ -189,6 +194,9 @@ class MAD(Defense):
         proxy = self.proxy_model(x, n_classes)
         xt = _as_tensor(x, proxy)
         if self.max_grad_layer == "last":
+            if xt.ndim == 4 and xt.device.type == "cpu":
+                proxy = self._channels_last(proxy)
+                xt = xt.contiguous(memory_format=torch.channels_last)
             grams = [
                 _last_layer_gram(proxy, xt[s : s + _FORWARD_CHUNK], n_classes)
                 for s in range(0, len(xt), _FORWARD_CHUNK)
@@ -196,6 +204,26 @@ class MAD(Defense):
         else:
             grams = [_full_gram(proxy, xt, n_classes)]
         return np.concatenate(grams, axis=0)
+
+    def _channels_last(self, proxy: nn.Module) -> nn.Module:
+        """A copy of ``proxy`` with its 4-D weights in channels-last memory order, for images.
+
+        On CPU, convolutions over a batch run about twice as fast in that order (oneDNN), with
+        the same weights; the logits differ by float32 rounding (~1e-7). The copy is made again
+        whenever a parameter of the proxy is replaced or changed in place; a proxy that cannot
+        be copied is used as it is.
+        """
+        params = list(proxy.parameters())
+        if not any(p.ndim == 4 for p in params):
+            return proxy
+        key = tuple((id(p), p.data_ptr(), p._version) for p in params)
+        if self._fast_proxy is None or self._fast_proxy[0] != key:
+            try:
+                fast = copy.deepcopy(proxy).to(memory_format=torch.channels_last).eval()
+            except Exception:  # an uncopyable module: use it as it is
+                fast = proxy
+            self._fast_proxy = (key, fast)
+        return self._fast_proxy[1]
 
     # ---- the oracle and the line search ------------------------------------------------------
 
@@ -234,10 +262,11 @@ def mad_objective(
     as the zero vector), else ‖Gᵀ(ỹ − y)‖². Uses ‖Gᵀd‖² = dᵀ M d, so G itself is never needed.
     """
     cand = np.asarray(candidates, dtype=np.float64)
-    if cand.ndim == 2:
-        cand = np.broadcast_to(cand, (len(y), *cand.shape))
     if normalized:
-        q_cand = np.einsum("nmc,nmc->nm", cand @ gram, cand)
+        # (m, C) candidates shared by every row: (m, C) @ (n, C, C) broadcasts over the rows
+        # (one BLAS product each) where a stride-0 (n, m, C) copy would take numpy's slow loop
+        spec = "nmc,mc->nm" if cand.ndim == 2 else "nmc,nmc->nm"
+        q_cand = np.einsum(spec, cand @ gram, cand)
         q_y = np.einsum("nc,nc->n", np.einsum("ncd,nd->nc", gram, y), y)
         d = cand * _inv_sqrt(q_cand)[..., None] - (y * _inv_sqrt(q_y)[:, None])[:, None, :]
     else:
@@ -265,8 +294,20 @@ def _one_hot(idx: np.ndarray, c: int) -> np.ndarray:
 
 
 def _oracle_extreme(y: np.ndarray, gram: np.ndarray, objmax: bool) -> np.ndarray:
+    """The best one-hot vertex per row: :func:`mad_objective` of e_k in O(C²) per row.
+
+    With d = a e_k − b y, dᵀ M d = a² M_kk − 2 a b (M y)_k + b² yᵀM y, where a = 1/√M_kk and
+    b = 1/√(yᵀM y) for the normalised objective (0 for a zero image) and a = b = 1 otherwise.
+    """
     c = y.shape[1]
-    vals = mad_objective(np.eye(c), y, gram, normalized=objmax)
+    m_kk = np.einsum("nkk->nk", gram)
+    my = np.einsum("ncd,nd->nc", gram, y)
+    q_y = np.einsum("nc,nc->n", my, y)
+    if objmax:
+        a, b = _inv_sqrt(m_kk), _inv_sqrt(q_y)[:, None]
+    else:
+        a, b = np.ones_like(m_kk), np.ones((len(y), 1))
+    vals = np.maximum(a * a * m_kk - 2.0 * a * b * my + b * b * q_y[:, None], 0.0)
     return _one_hot(vals.argmax(axis=1), c)  # first best vertex, as the reference's strict '>'
 
 
@@ -405,8 +446,9 @@ def _last_layer_gram(proxy: nn.Module, xt: torch.Tensor, c: int) -> np.ndarray:
     _check_logits(logits, len(xt), c)
     h = seen[0][0].detach().to("cpu", torch.float64).numpy()
     p = torch.softmax(logits.detach().to("cpu", torch.float64), dim=1).numpy()
-    b = p[:, None, :] - np.eye(c)[None, :, :]  # row k: p − e_k
-    return (h**2).sum(axis=1)[:, None, None] * (b @ b.transpose(0, 2, 1))
+    # B Bᵀ with B = 1 pᵀ − I (row k: p − e_k) is ‖p‖² − p_k − p_l + δ_kl: O(C²) per row
+    bbt = (p**2).sum(axis=1)[:, None, None] - p[:, :, None] - p[:, None, :] + np.eye(c)
+    return (h**2).sum(axis=1)[:, None, None] * bbt
 
 
 def _full_gram(proxy: nn.Module, xt: torch.Tensor, c: int) -> np.ndarray:

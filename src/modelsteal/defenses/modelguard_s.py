@@ -65,6 +65,23 @@ file can serve several configurations without mixing them. A batch is answered i
 Distances are computed with ``scipy.spatial.distance.cdist`` over all centroids of a class at
 once; the ordered scan walks the list in growing blocks and stops for each row at its first
 match, so typical lookups read only the start of the list. See ``benchmarks/modelguard_s.py``.
+
+**Shortcuts that change no answer** (``benchmarks/defenses.py`` measures them):
+
+- *A memo of answers.* The ordered variant's answer to a prediction never changes, and it is
+  committed before it is returned, so each defense remembers the last ``_MEMO_SIZE`` answers it
+  gave, keyed by the bytes of the clean float64 row. A batch whose rows are all in the memo is
+  answered from it without any check, rounding or lookup (a row equal byte for byte to a row
+  that passed the checks passes them). Other batches take the full path, which remembers them.
+- *Single rows* that need no change of state (a pin hit or a match that is not fragile) are
+  looked up without the batch machinery: the same rounding (:meth:`ModelGuardS._quantize_one`
+  makes the same floating-point operations), pins and decision, for one row.
+- *A grid over long lists* (:class:`_Grid`) finds, by the triangle inequality with two pivots,
+  the few centroids that can take part in a row's lookup, and decides from them as the full
+  scan would. It is used for single rows from ``_GRID_FROM`` centroids in a class and for
+  batches once a full scan would read ``_GRID_BATCH_FROM`` entries per row, where it prunes
+  (with many classes and spread-out centroids, distances concentrate and it does not: the
+  lists are then scanned as before).
 """
 
 from __future__ import annotations
@@ -73,14 +90,16 @@ import hashlib
 import json
 import math
 import os
+import threading
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from modelsteal._checks import check_choice, check_float, check_int
-from modelsteal.defenses._base import DEFENSES, Defense
+from modelsteal._checks import check_choice, check_float, check_int, check_probabilities
+from modelsteal.defenses._base import DEFENSES, Defense, _onto_simplex
 from modelsteal.defenses.stores import (
     CentroidStore,
     CentroidStoreError,
@@ -96,6 +115,12 @@ __all__ = ["ModelGuardS"]
 _OWNER = "ModelGuardS"
 _FIRST_BLOCK = 256  # centroids in the first step of the ordered scan; later steps grow 4×
 _PAIRS_PER_STEP = 1 << 17  # ... up to about this many distances per step
+_GRID_FROM = 1024  # centroids in a class from which single-row lookups use a grid
+_GRID_BATCH_FROM = 1 << 16  # ... and batches, once a full scan reads this many entries per row
+_GRID_KEEPS = 0.2  # a grid is used if its lookups do at most this fraction of a scan's work
+_GRID_PIVOTS = 6  # pivots of a grid
+_MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
+_EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
 
 
 @dataclass(frozen=True)
@@ -177,6 +202,12 @@ class ModelGuardS(Defense):
         self._namespace = f"modelguard_s-{digest[:16]}"
         self._store.open_namespace(self._namespace, config)
         self._metric = "cityblock" if self.norm == "l1" else "euclidean"
+        # Answers already given, by the bytes of the clean row (ordered variant only: the
+        # non-ordered one may answer a repeated prediction differently, by design).
+        self._memo: dict[bytes, bytes] | None = {} if self.ordered else None
+        self._memo_lock = threading.Lock()
+        self._geometries: dict[int, _Geometry] = {}
+        self._grids: dict[int, _Grid] = {}  # per class, for single-row lookups in long lists
 
     # -- promises -----------------------------------------------------------------------------
 
@@ -215,6 +246,99 @@ class ModelGuardS(Defense):
 
     # -- the defense --------------------------------------------------------------------------
 
+    def perturb(self, y: np.ndarray, *, x: np.ndarray | None = None) -> np.ndarray:
+        """Return the defended rows for clean probability rows ``y`` (shape (n, C)).
+
+        As :meth:`Defense.perturb`, with two shortcuts that change no answer:
+
+        - a prediction answered before (the same float64 row, byte for byte) gets the answer it
+          got then, from a memo of the last ``_MEMO_SIZE`` answers of this process. Those
+          answers were committed before they were returned, and an answer of the ordered
+          variant never changes (see the module docstring), so the memo only skips the work of
+          finding it again. A batch is answered from the memo only if every row is in it;
+          rows are only ever remembered after they passed the full checks;
+        - a single row that needs no change of state is looked up without the batch machinery.
+        """
+        memo = self._memo
+        if memo is None or type(y) is not np.ndarray or y.dtype != np.float64 or y.ndim != 2:
+            return self._answer(y)
+        n, c = y.shape
+        if n == 1 and c:
+            hit = memo.get(y.tobytes())
+            if hit is not None:
+                return np.frombuffer(bytearray(hit)).reshape(1, c)
+            return self._answer_one(y)
+        if n and c:
+            data, width = np.ascontiguousarray(y).tobytes(), 8 * c
+            hits = [memo.get(data[i : i + width]) for i in range(0, len(data), width)]
+            if None not in hits:
+                return np.frombuffer(bytearray(b"".join(hits))).reshape(n, c)
+        return self._answer(y)
+
+    def _answer(self, y: Any) -> np.ndarray:
+        """:meth:`Defense.perturb`'s path (checks, Algorithm 1, simplex), then remember."""
+        clean = check_probabilities(y, where=f"{type(self).__name__}.perturb(y)")
+        out = _onto_simplex(np.asarray(self._perturb(clean, None), dtype=np.float64))
+        if self._memo is not None:
+            self._remember(clean, out)
+        return out
+
+    def _answer_one(self, y: np.ndarray) -> np.ndarray:
+        """One float64 row: a lookup without the batch machinery where no state must change.
+
+        The row is taken as is only where :func:`check_probabilities` would (non-negative,
+        summing to 1 within rounding); the answer is a stored centroid (already on the simplex,
+        where :func:`_onto_simplex` leaves it as it is); anything else takes :meth:`_answer`.
+        """
+        row = y[0]
+        low, total = row.min(), row.sum()
+        if not (low >= 0.0 and abs(total - 1.0) <= _EXACT_SUM):
+            return self._answer(y)
+        geo = self._geometry(len(row))
+        q, label = self._quantize_one(row)
+        view = self._store.view(self._namespace, label)
+        _check_width(view, len(row), label)
+        rank = -1
+        if len(view.pins):  # the earliest pin within the pin radius (ℓ∞), as _first_pin
+            hit = np.abs(view.pins - q).max(axis=1) <= geo.pin_radius
+            first = int(hit.argmax())
+            rank = int(view.pin_ranks[first]) if hit[first] else -1
+        if rank < 0:
+            cents = view.centroids
+            grid = self._grid(label, cents, geo) if len(cents) >= _GRID_FROM else None
+            if grid is not None and grid.useful:
+                rank, fragile = grid.first_within(q, cents, geo)
+            else:
+                rank, fragile = _first_within_one(q, cents, geo, self._metric)
+            if fragile:
+                rank = -1
+        if rank < 0:
+            return self._answer(y)
+        out = view.centroids[rank : rank + 1].copy()
+        self._remember(y, out)
+        return out
+
+    def _grid(self, label: int, centroids: np.ndarray, geo: _Geometry) -> _Grid:
+        """The grid of class ``label``, rebuilt once many centroids were appended after it."""
+        grid = self._grids.get(label)
+        if grid is None or not grid.size <= len(centroids) <= grid.size + 64 + grid.size // 64:
+            grid = _Grid(centroids, geo.radius + geo.band, self._metric)
+            self._grids[label] = grid
+        return grid
+
+    def _remember(self, clean: np.ndarray, out: np.ndarray) -> None:
+        memo = self._memo
+        if memo is None or clean.shape != out.shape or not clean.size:
+            return
+        keys = np.ascontiguousarray(clean, dtype=np.float64).tobytes()
+        values = np.ascontiguousarray(out, dtype=np.float64).tobytes()
+        width = 8 * clean.shape[1]
+        with self._memo_lock:
+            for i in range(0, len(keys), width):
+                memo[keys[i : i + width]] = values[i : i + width]
+            while len(memo) > _MEMO_SIZE:  # forget the oldest (dicts keep insertion order)
+                del memo[next(iter(memo))]
+
     def _config(self) -> dict[str, Any]:
         return {
             "defense": "modelguard_s",
@@ -227,6 +351,12 @@ class ModelGuardS(Defense):
         }
 
     def _geometry(self, n_classes: int) -> _Geometry:
+        geo = self._geometries.get(n_classes)
+        if geo is None:
+            geo = self._geometries[n_classes] = self._make_geometry(n_classes)
+        return geo
+
+    def _make_geometry(self, n_classes: int) -> _Geometry:
         unit = 10.0**-self.precision
         pin_radius = 2.0 * self.tolerance + (n_classes + 6) * unit
         band = pin_radius * (n_classes if self.norm == "l1" else math.sqrt(n_classes))
@@ -239,6 +369,19 @@ class ModelGuardS(Defense):
                 "a smaller tolerance."
             )
         return _Geometry(radius=radius, band=band, pin_radius=pin_radius)
+
+    def _quantize_one(self, row: np.ndarray) -> tuple[np.ndarray, int]:
+        """:meth:`_quantize` for one row, with the same floating-point operations as
+        ``np.round`` (multiply by 10^precision, round half to even, divide)."""
+        scale = float(10**self.precision)
+        q = row * scale
+        np.rint(q, out=q)
+        q /= scale
+        label = int(row.argmax())
+        if int(q.argmax()) != label:
+            q[label] += 10.0**-self.precision
+        q /= q.sum()
+        return q, label
 
     def _quantize(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Round to ``precision``, keep the top class strictly first, renormalise."""
@@ -260,7 +403,7 @@ class ModelGuardS(Defense):
             rows = np.flatnonzero(labels == label) if len(classes) > 1 else np.arange(len(q))
             view = self._store.view(self._namespace, label, fresh=not self.ordered)
             _check_width(view, n_classes, label)
-            prefix = self._lookup(q[rows], view, geo)
+            prefix = self._lookup(q[rows], view, geo, label)
             found = prefix.answer >= 0
             if found.any():
                 out[rows[found]] = view.centroids[prefix.answer[found]]
@@ -273,7 +416,7 @@ class ModelGuardS(Defense):
             # Leaving the block committed every centroid and pin these answers depend on.
         return out
 
-    def _lookup(self, qs: np.ndarray, view: ClassView, geo: _Geometry) -> _Prefix:
+    def _lookup(self, qs: np.ndarray, view: ClassView, geo: _Geometry, label: int) -> _Prefix:
         """Scan ``view`` (a prefix of the class's lists) for every row at once, without a lock.
 
         ``answer`` holds the ranks that need no change of state: for the ordered variant a pin
@@ -286,7 +429,14 @@ class ModelGuardS(Defense):
             none = np.full(n, -1, dtype=np.int64)
             return _Prefix(len(view.centroids), 0, rank, none, rank, np.zeros(n, bool), dist)
         pinned = _first_pin(qs, view.pins, view.pin_ranks, geo.pin_radius)
-        rank, fragile = _first_within(qs, view.centroids, geo, self._metric)
+        cents = view.centroids
+        grid = None
+        if len(cents) >= _GRID_FROM and len(cents) * cents.shape[1] >= _GRID_BATCH_FROM:
+            grid = self._grid(label, cents, geo)
+        if grid is not None and grid.useful:
+            rank, fragile = grid.first_within_rows(qs, cents, geo)
+        else:
+            rank, fragile = _first_within(qs, cents, geo, self._metric)
         answer = np.where(pinned >= 0, pinned, np.where(fragile, -1, rank))
         return _Prefix(
             len(view.centroids), len(view.pins), answer, pinned, rank, fragile, np.zeros(0)
@@ -454,6 +604,150 @@ def _first_within(
         active = active[~inside]
         start, step = stop, step * 4
     return rank, fragile
+
+
+class _Grid:
+    """Where the first ``size`` centroids of a class lie, for single-row lookups.
+
+    Only centroids within the outer radius (the radius plus the noise band) of a row take part
+    in its ordered lookup (module docstring); the grid finds a small set that holds all of
+    them, by the triangle inequality: a centroid c within the outer radius of q has
+    |d(c, p) − d(q, p)| <= outer for every pivot p. The pivots are ``_GRID_PIVOTS`` centroids
+    far apart (each the farthest from those chosen before); the centroids are kept sorted by
+    their distance to the first, so a lookup bisects the window of width 2 · outer around
+    d(q, p₁), keeps those in it whose distances to the other pivots are within outer of q's
+    (the bounds widened by a relative 1e-9 against rounding), computes the distances to them
+    and to the centroids appended after the grid was built, and decides from them exactly as
+    the full ordered scan does. A grid never changes; a stale one is replaced.
+
+    Pivots only prune where distances to them spread more than the outer radius; with many
+    classes and spread-out centroids they concentrate (all centroids at nearly one distance
+    from any point), and a lookup would keep most of the list. A grid therefore measures, on
+    32 of its own centroids, the work a lookup does (window entries times pivots, plus the
+    distances it keeps); ``useful`` says whether that is well below a full scan, and the
+    callers scan the list as before where it is not.
+    """
+
+    __slots__ = ("keys", "metric", "others", "outer", "pivots", "ranks", "rows", "size", "useful")
+
+    def __init__(self, centroids: np.ndarray, outer: float, metric: str) -> None:
+        self.size, self.outer, self.metric = len(centroids), outer, metric
+        n_pivots = min(_GRID_PIVOTS, self.size)
+        mean = centroids.mean(axis=0, keepdims=True)
+        picks = [int(cdist(mean, centroids, metric)[0].argmax())]
+        nearest = cdist(centroids[picks[0]][None], centroids, metric)[0]
+        for _ in range(n_pivots - 1):  # farthest-point choice
+            picks.append(int(nearest.argmax()))
+            nearest = np.minimum(nearest, cdist(centroids[picks[-1]][None], centroids, metric)[0])
+        d = cdist(centroids, centroids[picks], metric)
+        spread = np.argsort(-d.std(axis=0), kind="stable")  # sort by the most spread-out pivot
+        self.pivots = centroids[picks][spread].copy()
+        d = d[:, spread]
+        order = np.argsort(d[:, 0], kind="stable")
+        self.ranks = order
+        self.rows = np.ascontiguousarray(centroids[order])
+        self.keys = d[order, 0].tolist()  # bisected
+        self.others = np.ascontiguousarray(d[order, 1:].T)  # one row per pivot: fast to reduce
+        work = 0
+        for pivot_d in d[np.linspace(0, self.size - 1, 32).astype(np.int64)]:
+            lo, hi, keep = self._window(pivot_d)
+            work += (hi - lo) * n_pivots + len(keep) * centroids.shape[1]
+        self.useful = work <= _GRID_KEEPS * 32 * self.size * centroids.shape[1]
+
+    def _window(self, pivot_d: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """The window [lo, hi) of the grid's order around d(q, p₁), and the entries of it
+        (grid positions) within reach of q's distances to the other pivots."""
+        reach = self.outer * (1.0 + 1e-9) + 1e-12
+        d1 = float(pivot_d[0])
+        lo = bisect_left(self.keys, d1 - reach)
+        hi = bisect_right(self.keys, d1 + reach, lo)
+        if hi <= lo:
+            return lo, hi, np.zeros(0, dtype=np.int64)
+        gap = self.others[:, lo:hi] - pivot_d[1:, None]
+        np.abs(gap, out=gap)
+        return lo, hi, lo + np.flatnonzero(gap.max(axis=0) <= reach)
+
+    def first_within_rows(
+        self, qs: np.ndarray, centroids: np.ndarray, geo: _Geometry
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_first_within` for ``centroids`` (a prefix at least ``size`` long), row by row."""
+        rank = np.empty(len(qs), dtype=np.int64)
+        fragile = np.empty(len(qs), dtype=bool)
+        for i, (q, pivot_d) in enumerate(zip(qs, cdist(qs, self.pivots, self.metric), strict=True)):
+            rank[i], fragile[i] = self.first_within(q, centroids, geo, pivot_d)
+        return rank, fragile
+
+    def first_within(
+        self,
+        q: np.ndarray,
+        centroids: np.ndarray,
+        geo: _Geometry,
+        pivot_d: np.ndarray | None = None,
+    ) -> tuple[int, bool]:
+        """:func:`_first_within_one` for ``centroids`` (a prefix at least ``size`` long)."""
+        if pivot_d is None:
+            pivot_d = cdist(q[None], self.pivots, self.metric)[0]
+        keep = self._window(pivot_d)[2]
+        rows, ranks = [self.rows[keep]], [self.ranks[keep]]
+        if len(centroids) > self.size:
+            rows.append(centroids[self.size :])
+            ranks.append(np.arange(self.size, len(centroids)))
+        cand = np.concatenate(ranks) if len(ranks) > 1 else ranks[0]
+        if not len(cand):
+            return -1, False
+        d = cdist(q[None], np.concatenate(rows) if len(rows) > 1 else rows[0], self.metric)[0]
+        # The ordered scan's decision over the only centroids that can take part in it: the
+        # first (lowest rank) within the radius answers; it is fragile if a centroid before it
+        # is near (within the radius plus the band), or if it is itself within the band.
+        if len(d) <= 64:  # a few: plain Python is cheaper than a dozen numpy calls
+            pairs = list(zip(cand.tolist(), d.tolist(), strict=True))
+            inside = [r for r, dist in pairs if dist <= geo.radius]
+            outer = geo.radius + geo.band
+            if not inside:
+                return -1, any(dist <= outer for _, dist in pairs)
+            first = min(inside)
+            fragile = any(
+                (r == first and dist > geo.radius - geo.band) or (r < first and dist <= outer)
+                for r, dist in pairs
+            )
+            return first, fragile
+        near = d <= geo.radius + geo.band
+        if not near.any():
+            return -1, False
+        within = d <= geo.radius
+        if not within.any():
+            return -1, True
+        first = int(cand[within].min())
+        at = int(np.flatnonzero(cand == first)[0])
+        fragile = bool(d[at] > geo.radius - geo.band) or bool((near & (cand < first)).any())
+        return first, fragile
+
+
+def _first_within_one(
+    q: np.ndarray, centroids: np.ndarray, geo: _Geometry, metric: str
+) -> tuple[int, bool]:
+    """:func:`_first_within` for one row (the same blocks, decisions and distances)."""
+    m = len(centroids)
+    row = q[None]
+    outer = geo.radius + geo.band
+    fragile = False
+    start, step = 0, _FIRST_BLOCK
+    while start < m:
+        stop = min(m, start + min(step, _PAIRS_PER_STEP))
+        d = cdist(row, centroids[start:stop], metric)[0]
+        first = int((d <= outer).argmax())
+        d_first = d[first]
+        if d_first <= outer:
+            if d_first > geo.radius - geo.band:
+                fragile = True
+            if d_first <= geo.radius:
+                return start + first, fragile
+            within = d <= geo.radius  # the first near one is just outside: look further
+            first = int(within.argmax())
+            if within[first]:
+                return start + first, fragile
+        start, step = stop, step * 4
+    return -1, fragile
 
 
 def _nearest_within(

@@ -63,6 +63,25 @@ Every step is vectorised over the rows still unresolved; there is no per-row Pyt
 Small batches, whose cost is the number of numpy calls rather than their size, also try a grid
 of top values per step, which leaves fewer steps.
 
+**Small batches, one row at a time.** A numpy call costs about a microsecond whatever its size,
+and a step of the vectorised search makes about a hundred: ~0.5 ms for a single row, more than
+the LP is worth. Batches of up to ``_ROW_PATH_MAX_ROWS`` rows therefore take a scalar path that
+runs the *same* computation with Python floats (so do batches of ``_ROW_PATH_MIN_CLASSES``
+classes or more, where its O(log C) counts per step beat the vectorised O(C) ones): the
+prefix sums become lists (numpy only sorts and sums rows of ``_ROW_NUMPY_PREP`` classes or
+more), the counts of g(T) become ``bisect``
+calls and binary searches on those lists, and the solution is written from its structure (the
+filled classes, the untouched band, the drained classes) instead of elementwise. Two cheap
+certificates shorten its search: the optimum of the problem *without* the ℓ1 budget (the cheapest
+classes at the cap, found by a binary search over how many) is the answer whenever it spends
+less than the budget; and with more than ``_ROW_TOP_FIRST`` classes the search tries T = y_t
+(the top unchanged, where g often has its kink) before the ends. Validation is the one of
+:func:`~modelsteal._checks.check_probabilities`, made from the row's sorted values and prefix
+sums; rows that need clipping or renormalising take the full check. The answers equal the
+batched solver's to rounding (both stop when the supporting lines certify the optimum to 1e-11
+in the objective, so where g is flat near its minimum the two may stop a few 1e-12 apart in ŷ),
+and both are checked against HiGHS.
+
 Departures from the reference: HiGHS instead of CBC (same LP); the floor δ and the margin are
 parameters; rows for which the LP is infeasible are returned unchanged (the reference would
 fail), so ``max_l1`` and the argmax still hold for them.
@@ -71,7 +90,11 @@ fail), so ``max_l1`` and the argmax still hold for them.
 from __future__ import annotations
 
 import logging
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -91,6 +114,11 @@ _MAX_STEPS = 200  # from step 6 the bracket halves at least every other step: am
 _POINTS_BUDGET = 2048  # entries per evaluation below which a step tries several top values
 _MAX_POINTS = 16
 _CHUNK = 4096  # rows solved together
+_ROW_PATH_MAX_ROWS = 16  # batches up to this many rows are solved one row at a time ...
+_ROW_PATH_MIN_CLASSES = 160  # ... and all batches from this many classes (fewer steps per row)
+_ROW_NUMPY_PREP = 48  # classes from which the row path sorts and sums with numpy
+_ROW_TOP_FIRST = 20  # classes from which the row path tries T = y_t first
+_EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
 
 
 @dataclass(frozen=True)
@@ -401,6 +429,418 @@ def _search_top(rows: _Rows, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray
     return best, steps
 
 
+# ---- the row path: the same search with Python floats, for small batches ---------------------
+
+
+def _row_data(row: np.ndarray, floor: float, *, checked: bool) -> tuple | None:
+    """One row sorted for the row path, or None if it needs :func:`check_probabilities` first.
+
+    Returns ``(top, t, order, a, sa, cost, sc, sca, top_cost, a_arr)``: the top value and its
+    class, the non-top classes in ascending order (stable, as the batched solver sorts them),
+    their values ``a``, costs and the prefix sums ``sa``, ``sc`` (of the costs) and ``sca`` (of
+    cost · a) as in :class:`_Rows`. ``a`` and ``sa`` are lists (they are bisected); rows of
+    ``_ROW_NUMPY_PREP`` classes or more are sorted and summed by numpy, and then keep the costs
+    as memoryviews (only a few entries are read) and ``a_arr``, the sorted values as an array.
+    """
+    c = row.shape[0]
+    n = c - 1
+    if c < _ROW_NUMPY_PREP:
+        values = row.tolist()
+        top = max(values)
+        t = values.index(top)  # the lowest index among ties, as numpy's argmax
+        order: Any = list(range(c))
+        del order[t]
+        order.sort(key=values.__getitem__)
+        a = [values[i] for i in order]
+        sa = list(accumulate(a, initial=0.0))
+        if not checked and not (a[0] >= 0.0 and abs(sa[n] + top - 1.0) <= _EXACT_SUM):
+            return None
+        cost: Any = [math.log(v + floor) for v in a]
+        sc: Any = list(accumulate(cost, initial=0.0))
+        sca: Any = list(accumulate(map(mul, cost, a), initial=0.0))
+        return top, t, order, a, sa, cost, sc, sca, math.log(top + floor), None
+    t = int(row.argmax())
+    order = row.argsort()  # the stable order wherever no two values tie (checked below)
+    buf = np.empty((5, c))
+    a_arr, cost_arr = buf[3, :n], buf[4, :n]
+    if order[-1] == t:  # a unique maximum sorts last: the others are in place
+        order = order[:-1]
+        row.take(order, out=a_arr)
+        tied = bool((a_arr[1:] == a_arr[:-1]).any())
+    else:  # the maximum is shared
+        tied = True
+    if tied:
+        key = row.copy()  # sort again, stably (ties in index order), with the top class last
+        key[t] = np.inf
+        order = key.argsort(kind="stable")[:-1]
+        row.take(order, out=a_arr)
+    np.log(np.add(a_arr, floor, out=cost_arr), out=cost_arr)
+    buf[:3, 0] = 0.0
+    np.add.accumulate(a_arr, out=buf[0, 1:])
+    np.add.accumulate(cost_arr, out=buf[1, 1:])
+    np.add.accumulate(cost_arr * a_arr, out=buf[2, 1:])
+    top = float(row[t])
+    a, sa = a_arr.tolist(), buf[0].tolist()
+    if not checked and not (a[0] >= 0.0 and abs(sa[n] + top - 1.0) <= _EXACT_SUM):
+        return None
+    cost, sc, sca = memoryview(cost_arr), memoryview(buf[1]), memoryview(buf[2])
+    return top, t, order, a, sa, cost, sc, sca, math.log(top + floor), a_arr
+
+
+def _row_interval(a: list, sa: list, top: float, half: float, m: float) -> tuple[float, float]:
+    """[T_lo, T_hi] of one row (as :func:`_top_interval`), by binary search for the water level.
+
+    The levels are the values a_j + m and y_t in descending order; the water level lies on the
+    first one that the mean of the levels above it, less ε/2, does not fall below. With
+    ``above`` levels a_j + m above y_t, the i largest levels sum to S(i) = Σ of the i (or, past
+    ``above``, i − 1) largest a_j, plus their margins, plus y_t once i > ``above``.
+    """
+    n = len(a)
+    above = n - bisect_right(a, top - m)
+    total = sa[n]
+    lo, hi = 0, n
+    while lo < hi:  # the first i whose level (S(i + 1) − ε/2) / (i + 1) >= the next level
+        i = (lo + hi) >> 1
+        j = i + 1
+        if j <= above:
+            head = (total - sa[n - j]) + j * m
+        else:
+            head = (total - sa[n - j + 1]) + i * m + top
+        if j < above:
+            nxt = a[n - 1 - j] + m
+        else:
+            nxt = top if j == above else a[n - j] + m
+        if (head - half) / j >= nxt:
+            hi = i
+        else:
+            lo = i + 1
+    j = lo + 1
+    head = (total - sa[n - j]) + j * m if j <= above else (total - sa[n - j + 1]) + lo * m + top
+    water = (head - half) / j
+    low = (1.0 + n * m) / (n + 1)
+    return (water if water > low else low), (top + half if top + half < 1.0 else 1.0)
+
+
+def _solve_row(
+    row: np.ndarray, eps: float, m: float, floor: float, *, checked: bool = False
+) -> tuple[Any, bool, int] | None:
+    """Solve Eq. 9 for one row with Python floats (module docstring, "Small batches").
+
+    Returns ``(ŷ, infeasible, steps)`` with ŷ a list or an array in the row's class order, or
+    None when the row must first go through :func:`check_probabilities` (``checked=False``).
+    """
+    data = _row_data(row, floor, checked=checked)
+    if data is None:
+        return None
+    top, t, order, a, sa, cost, sc, sca, top_cost, a_arr = data
+    n = len(a)
+    n1 = n - 1
+    half = eps / 2.0
+    lo, hi = _row_interval(a, sa, top, half, m)
+    if lo > hi + _FEASIBLE:
+        return row, True, 0
+    lo = min(lo, hi)
+    sc_n = sc[n]
+
+    def given_top(  # the row's data as defaults: local variables, the fastest to read
+        T: float,
+        s: float,
+        a: Any = a,
+        sa: Any = sa,
+        sc: Any = sc,
+        sca: Any = sca,
+        cost: Any = cost,
+        n: int = n,
+        n1: int = n1,
+        top: float = top,
+        top_cost: float = top_cost,
+        half: float = half,
+        m: float = m,
+        sc_n: float = sc_n,
+        _TIE: float = _TIE,
+        bisect_right: Any = bisect_right,
+        floor: Any = math.floor,
+    ) -> tuple[float, float]:
+        """g(T) and its slope along s: :func:`_given_top` for one row and one point."""
+        u = T - m
+        mass = 1.0 - T
+        # 1. Clip.
+        rs = bisect_right(a, u + s * _TIE)
+        sa_rs, sc_rs = sa[rs], sc[rs]
+        clipped = n - rs
+        total = sa_rs + clipped * u
+        g = top_cost * T + sca[rs] + u * (sc_n - sc_rs)
+        dg = top_cost * s + s * (sc_n - sc_rs)
+        need = mass - total
+        dneed = -s - s * clipped
+        over = T - top
+        if over > _TIE:
+            budget, dbudget = half - over, -s
+        elif over < -_TIE:
+            budget, dbudget = half, 0.0
+        else:
+            budget, dbudget = half - max(over, 0.0), -max(s, 0.0)
+        # 2. The cost-optimal allocation: kf classes at the cap, then one partial class.
+        kf = floor((mass + _TIE) / u)  # (builtin min/max calls cost more than these ifs)
+        if kf > n:
+            kf = n
+        elif kf >= 1 and s > 0 and mass - kf * u <= _TIE:
+            kf -= 1
+        kk = kf if kf < rs else rs
+        gain = kk * u - sa[kk]
+        dgain = s * kk
+        if kf < n:
+            vb = mass - kf * u
+            dvb = -s * (1 + kf)
+            if vb < -_TIE:
+                vb = dvb = 0.0
+            elif vb <= _TIE:
+                vb, dvb = max(vb, 0.0), max(dvb, 0.0)
+            gp = vb - (a[kf] if a[kf] < u else u)
+            dgp = dvb if kf < rs else dvb - s
+            if gp > _TIE:
+                gain += gp
+                dgain += dgp
+            elif gp >= -_TIE:
+                gain += max(gp, 0.0)
+                dgain += max(dgp, 0.0)
+        if gain < budget - _TIE:
+            add, dadd = gain, dgain
+        elif budget < gain - _TIE:
+            add, dadd = budget, dbudget
+        else:
+            add, dadd = min(gain, budget), min(dgain, dbudget)
+        take = add - need
+        dtake = dadd - dneed
+        if take < -_TIE:
+            take = dtake = 0.0
+        elif take <= _TIE:
+            take, dtake = max(take, 0.0), max(dtake, 0.0)
+        # Fill: f classes reach the cap (j·u − sa_j grows with j up to rs), class f the rest.
+        thr = add - _TIE
+        f, hi_f = 0, rs
+        while f < hi_f:
+            mid = (f + hi_f + 1) >> 1
+            if mid * u - sa[mid] < thr:
+                f = mid
+            else:
+                hi_f = mid - 1
+        if f < rs and add - ((f + 1) * u - sa[f + 1]) >= -_TIE and dadd - s * (f + 1) >= 0:
+            f += 1
+        sc_f = sc[f]
+        g += u * sc_f - sca[f]
+        dg += s * sc_f
+        if f < rs:
+            rem = add - (f * u - sa[f])
+            drem = dadd - s * f
+            if rem < -_TIE:
+                rem = drem = 0.0
+            elif rem <= _TIE:
+                rem, drem = max(rem, 0.0), max(drem, 0.0)
+            g += cost[f] * rem
+            dg += cost[f] * drem
+        # Drain: classes j >= n − q go to 0, the one before gives the rest.
+        thr = total - take + _TIE
+        last = rs if rs < n1 else n1  # up to here Σ_{i<j} x⁰_i is sa_j, nondecreasing: bisect
+        q = last + 1 - bisect_right(sa, thr, 0, last + 1)
+        if rs < n1:  # after rs it is sa_rs + (j − rs) u
+            x = (thr - sa_rs) / u + rs
+            if x < rs + 1:
+                q += n1 - rs
+            elif x < n1:
+                q += n1 - floor(x)
+        if q < n:
+            jd = n1 - q
+            v = take - total + (sa[jd] if jd <= rs else sa_rs + (jd - rs) * u)
+            if v >= -_TIE and dtake - s * (n - (jd if jd > rs else rs)) >= 0:
+                q += 1
+        qs = n - q
+        mq = qs if qs > rs else rs
+        sc_mq = sc[mq]
+        g -= sca[mq] - sca[qs] + u * (sc_n - sc_mq)
+        dg -= s * (sc_n - sc_mq)
+        if qs >= 1:
+            rem = take - total + (sa[qs] if qs <= rs else sa_rs + (qs - rs) * u)
+            drem = dtake - s * (n - mq)
+            if rem < -_TIE:
+                rem = drem = 0.0
+            elif rem <= _TIE:
+                rem, drem = max(rem, 0.0), max(drem, 0.0)
+            g -= cost[qs - 1] * rem
+            dg -= cost[qs - 1] * drem
+        return g, dg
+
+    # Without the budget the optimum puts the k1 cheapest classes at the cap, k1 − 1 the last
+    # count whose slope c_t + Σ_{j<k} c_j − (k + 1) c_k is >= 0 (it falls as k grows). If that
+    # spends less than the budget, it is the optimum with the budget too (g >= that relaxation).
+    k0, k_hi = -1, n1
+    while k0 < k_hi:
+        mid = (k0 + k_hi + 1) >> 1
+        if top_cost + sc[mid] - (mid + 1) * cost[mid] >= 0.0:
+            k0 = mid
+        else:
+            k_hi = mid - 1
+    k1 = k0 + 1
+    best = (1.0 + k1 * m) / (k1 + 1)
+    steps = 0
+    if lo <= best <= hi:
+        u = best - m
+        r = bisect_right(a, u)
+        spent = k1 * u - sa[k1] if k1 <= r else r * u - sa[r]
+        if spent > half - max(best - top, 0.0) - _TIE:
+            best = -1.0
+    else:
+        best = -1.0
+    if best < 0.0:
+        best, steps = _row_search(given_top, lo, hi, top if n >= _ROW_TOP_FIRST else -1.0)
+    return _row_solution(best, m, half, top, t, order, a, sa, a_arr), False, steps
+
+
+def _row_search(given_top: Any, lo: float, hi: float, first: float) -> tuple[float, int]:
+    """:func:`_search_top` for one row: the supporting-line search, one point per step.
+
+    With ``first`` inside (lo, hi) its two slopes are looked at before the ends: the optimum is
+    often there, and it splits the bracket.
+    """
+    steps = 0
+    if lo < first < hi:
+        g_y, s_r = given_top(first, 1.0)
+        if s_r < 0:
+            t_lo, g_lo, s_lo = first, g_y, s_r
+            g_hi, s_hi = given_top(hi, -1.0)
+            s_hi = -s_hi
+            if s_hi <= 0:
+                return hi, 1
+            t_hi = hi
+        else:
+            g_y, s_l = given_top(first, -1.0)
+            if -s_l <= 0:
+                return first, 1
+            t_hi, g_hi, s_hi = first, g_y, -s_l
+            g_lo, s_lo = given_top(lo, 1.0)
+            if s_lo >= 0:
+                return lo, 1
+            t_lo = lo
+    else:
+        g_lo, s_lo = given_top(lo, 1.0)
+        if lo >= hi or s_lo >= 0:
+            return lo, 0
+        g_hi, s_hi = given_top(hi, -1.0)
+        s_hi = -s_hi
+        if s_hi <= 0:
+            return hi, 0
+        t_lo, t_hi = lo, hi
+    width = t_hi - t_lo
+    while steps < _MAX_STEPS:
+        steps += 1
+        cross = (g_hi - g_lo + s_lo * t_lo - s_hi * t_hi) / (s_lo - s_hi)
+        cross = t_lo if cross < t_lo else (t_hi if cross > t_hi else cross)
+        if steps > 6 and steps % 2 == 0 and t_hi - t_lo > 0.5 * width:  # slow: bisect
+            T = 0.5 * (t_lo + t_hi)
+            g, slope = given_top(T, 1.0)
+            if slope == 0:
+                return T, steps
+        else:
+            T = cross
+            g, slope = given_top(T, 1.0)
+            if slope == 0 or g - (g_lo + s_lo * (cross - t_lo)) <= _CERTIFY:
+                return T, steps
+        if t_hi - t_lo <= 4 * math.ulp(t_hi):
+            return (t_lo if g_lo <= g_hi else t_hi), steps
+        if steps % 2 == 0:
+            width = t_hi - t_lo
+        if slope < 0 and T > t_lo:
+            t_lo, g_lo, s_lo = T, g, slope
+        elif slope > 0 and T < t_hi:
+            t_hi, g_hi, s_hi = T, g, slope
+    raise RuntimeError(  # pragma: no cover - the bracket collapses long before
+        "solve_modelguard_w: the search over the top value did not converge."
+    )
+
+
+def _row_solution(
+    T: float, m: float, half: float, top: float, t: int, order: Any, a: list, sa: list, a_arr: Any
+) -> Any:
+    """:func:`_solution` for one row, written from its structure: the first f classes at the
+    cap, class f partly filled, a band untouched (clipped to the cap above r), class qs − 1
+    partly drained and the classes from qs on at 0; classes touched by both the fill and the
+    drain (only where they meet, with amounts at rounding level) get the elementwise formula.
+    Returns the row in class order, a list (or an array for rows prepared with numpy)."""
+    n = len(a)
+    u = T - m
+    mass = 1.0 - T
+    r = bisect_right(a, u)  # a_j <= u keep their value, the others are clipped to u
+    sa_r = sa[r]
+    total = sa_r + (n - r) * u
+    # P⁺, what the cost-optimal allocation of 1 − T under the cap adds, caps the fill.
+    k = math.floor(mass / u)
+    if k > n:
+        k = n
+    kk = k if k < r else r
+    gain = kk * u - sa[kk]
+    if k < n:
+        b = mass - k * u
+        if b > u:
+            b = u
+        b -= a[k] if k < r else u
+        if b > 0.0:
+            gain += b
+    over = T - top
+    add = half - over if over > 0.0 else half
+    if gain < add:
+        add = gain
+    take = add - (mass - total)
+    if take < 0.0:
+        take = 0.0
+    f, hi_f = 0, r  # the classes filled to the cap: E_f = f·u − sa_f <= add
+    while f < hi_f:
+        mid = (f + hi_f + 1) >> 1
+        if mid * u - sa[mid] <= add:
+            f = mid
+        else:
+            hi_f = mid - 1
+    thr = total - take  # the drained classes: Σ_{i<j} x⁰_i >= Σ x⁰ − D
+    if thr <= sa_r:
+        qs = bisect_left(sa, thr, 0, r + 1)
+    else:
+        qs = r + math.ceil((thr - sa_r) / u)
+        if qs > n:
+            qs = n
+    if a_arr is None:
+        x: Any = a[:r]
+        x += [u] * (n - r)
+        x[:f] = [u] * f
+    else:
+        x = np.minimum(a_arr, u)
+        x[:f] = u
+    if f < r:
+        x[f] = a[f] + (add - (f * u - sa[f]))
+    x[qs:] = [0.0] * (n - qs) if a_arr is None else 0.0
+    if qs:
+        pre = sa[qs] if qs <= r else sa_r + (qs - r) * u
+        x[qs - 1] = (a[qs - 1] if qs - 1 < r else u) - (take - (total - pre))
+    for j in range(qs - 1 if qs else 0, f + 1 if f < r else f):  # touched by both
+        x0 = a[j] if j < r else u
+        fill = add - (j * u - sa[j] if j <= r else r * u - sa_r)
+        fill = 0.0 if fill < 0.0 else (u - x0 if fill > u - x0 else fill)
+        pre = sa[j + 1] if j + 1 <= r else sa_r + (j + 1 - r) * u
+        drain = take - (total - pre)
+        drain = 0.0 if drain < 0.0 else (x0 if drain > x0 else drain)
+        x[j] = x0 + fill - drain
+    if a_arr is None:
+        out = [0.0] * (n + 1)
+        for i, v in zip(order, x, strict=True):
+            if v > 0.0:
+                out[i] = v
+        out[t] = T
+        return out
+    out_arr = np.empty(n + 1)
+    np.maximum(x, 0.0, out=x)
+    out_arr[order] = x
+    out_arr[t] = T
+    return out_arr
+
+
 def _check_inputs(
     y: Any, epsilon: Any, margin: Any, log_floor: Any, owner: str
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -418,6 +858,78 @@ def _check_inputs(
     return y, eps, m, floor
 
 
+def _solve_rows(
+    y: np.ndarray, eps: list[float], m: float, floor: float, *, checked: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The row path over a small batch; None if a row needs the full check (``checked=False``)."""
+    rows, infeasible, steps = [], [], []
+    for i, e in enumerate(eps):
+        solved = _solve_row(y[i], e, m, floor, checked=checked)
+        if solved is None:
+            return None
+        rows.append(solved[0])
+        infeasible.append(solved[1])
+        steps.append(solved[2])
+    return (
+        np.array(rows, dtype=np.float64),
+        np.array(infeasible, dtype=bool),
+        np.array(steps, dtype=np.int64),
+    )
+
+
+def _solve_small(
+    y: Any, epsilon: Any, margin: Any, log_floor: Any, *, return_info: bool
+) -> tuple[np.ndarray, ModelGuardWInfo | None] | None:
+    """The row path with validation done cheaply, or None where the general checks must run.
+
+    Takes float64 batches of 1 to ``_ROW_PATH_MAX_ROWS`` rows and plain float parameters in
+    range; rows are checked as :func:`check_probabilities` would (by :func:`_row_data`), and
+    anything else (other types, bad values, rows to renormalise) goes the general way, which
+    validates, raises its errors and renormalises.
+    """
+    if not (
+        type(y) is np.ndarray
+        and y.ndim == 2
+        and y.dtype == np.float64
+        and 0 < y.shape[0]
+        and (y.shape[0] <= _ROW_PATH_MAX_ROWS or y.shape[1] >= _ROW_PATH_MIN_CLASSES)
+        and y.shape[1] > 1
+        and isinstance(margin, float)
+        and 0.0 <= margin < 1.0
+        and isinstance(log_floor, float)
+        and 0.0 < log_floor < math.inf
+    ):
+        return None
+    n_rows = y.shape[0]
+    if isinstance(epsilon, float):
+        eps = [float(epsilon)] * n_rows
+    elif type(epsilon) is np.ndarray and epsilon.shape == (n_rows,):
+        eps = epsilon.tolist()
+    else:
+        return None
+    for e in eps:
+        if not (isinstance(e, float) and 0.0 <= e < math.inf):
+            return None
+    if n_rows == 1:  # the common case, without the batch's lists
+        solved = _solve_row(y[0], eps[0], float(margin), float(log_floor))
+        if solved is None:
+            return None
+        row, infeasible, steps = solved
+        if type(row) is list:
+            out = np.fromiter(row, np.float64, len(row)).reshape(1, -1)
+        else:  # an array: a solution, or the input row itself when it was infeasible
+            out = row.reshape(1, -1).copy() if infeasible else row.reshape(1, -1)
+        if not return_info:
+            return out, None
+        info = ModelGuardWInfo(infeasible=np.array([infeasible]), steps=np.array([steps]))
+        return out, info
+    solved_rows = _solve_rows(y, eps, float(margin), float(log_floor), checked=False)
+    if solved_rows is None:
+        return None
+    out, infeasible_rows, step_rows = solved_rows
+    return out, ModelGuardWInfo(infeasible=infeasible_rows, steps=step_rows)
+
+
 def solve_modelguard_w(
     y: np.ndarray,
     epsilon: float | np.ndarray,
@@ -432,12 +944,17 @@ def solve_modelguard_w(
     (``y`` breaks the margin by more than the budget can repair) are returned unchanged; with
     ``return_info=True`` the call also returns a :class:`ModelGuardWInfo` that counts them.
     """
+    small = _solve_small(y, epsilon, margin, log_floor, return_info=return_info)
+    if small is not None:
+        return small if return_info else small[0]
     y, eps, m, floor = _check_inputs(y, epsilon, margin, log_floor, "solve_modelguard_w")
     n_rows, c = y.shape
     out = y.copy()
     infeasible = np.zeros(n_rows, dtype=bool)
     steps = np.zeros(n_rows, dtype=np.int64)
-    if n_rows > _CHUNK:  # bound the memory of the (rows, C) temporaries
+    if c > 1 and (0 < n_rows <= _ROW_PATH_MAX_ROWS or c >= _ROW_PATH_MIN_CLASSES):
+        out, infeasible, steps = _solve_rows(y, eps.tolist(), m, floor, checked=True)
+    elif n_rows > _CHUNK:  # bound the memory of the (rows, C) temporaries
         for i in range(0, n_rows, _CHUNK):
             part = slice(i, i + _CHUNK)
             out[part], info = solve_modelguard_w(

@@ -198,17 +198,35 @@ class _Ranks:
 
 
 class _ClassLists:
-    """Centroids, pins and pin ranks of one class."""
+    """Centroids, pins and pin ranks of one class.
 
-    __slots__ = ("centroids", "pin_ranks", "pins")
+    The snapshot is made once and handed out until the lists grow (every append goes through
+    :meth:`add_centroids` or :meth:`add_pins`), so a lookup does not pay for new views.
+    """
+
+    __slots__ = ("_snapshot", "centroids", "pin_ranks", "pins")
 
     def __init__(self) -> None:
         self.centroids = _Rows()
         self.pins = _Rows()
         self.pin_ranks = _Ranks()
+        self._snapshot: ClassView | None = None
+
+    def add_centroids(self, rows: np.ndarray) -> None:
+        self._snapshot = None
+        self.centroids.extend(rows)
+
+    def add_pins(self, rows: np.ndarray, ranks: list[int]) -> None:
+        self._snapshot = None
+        self.pins.extend(rows)
+        self.pin_ranks.extend(ranks)
 
     def snapshot(self) -> ClassView:
-        return ClassView(self.centroids.view(), self.pins.view(), self.pin_ranks.view())
+        view = self._snapshot
+        if view is None:
+            view = ClassView(self.centroids.view(), self.pins.view(), self.pin_ranks.view())
+            self._snapshot = view
+        return view
 
 
 class _Pending:
@@ -226,11 +244,10 @@ class _Pending:
 
     def apply(self, lists: dict[int, _ClassLists]) -> None:
         for label, rows in self.centroids.items():
-            lists.setdefault(label, _ClassLists()).centroids.extend(np.stack(rows))
+            lists.setdefault(label, _ClassLists()).add_centroids(np.stack(rows))
         for label, pins in self.pins.items():
             target = lists.setdefault(label, _ClassLists())
-            target.pins.extend(np.stack([v for v, _ in pins]))
-            target.pin_ranks.extend([r for _, r in pins])
+            target.add_pins(np.stack([v for v, _ in pins]), [r for _, r in pins])
 
 
 def _as_vector(vector: np.ndarray) -> np.ndarray:
@@ -540,12 +557,11 @@ class SQLiteCentroidStore:
         where = f"{self.path} [{namespace}]"
         for label in sorted({row[1] for row in centroids}):
             rows = [r[2] for r in centroids if r[1] == label]
-            cache.lists.setdefault(label, _ClassLists()).centroids.extend(_unblob(rows, where))
+            cache.lists.setdefault(label, _ClassLists()).add_centroids(_unblob(rows, where))
         for label in sorted({row[1] for row in pins}):
             rows = [r for r in pins if r[1] == label]
             lists = cache.lists.setdefault(label, _ClassLists())
-            lists.pins.extend(_unblob([r[2] for r in rows], where))
-            lists.pin_ranks.extend([int(r[3]) for r in rows])
+            lists.add_pins(_unblob([r[2] for r in rows], where), [int(r[3]) for r in rows])
         if centroids:
             cache.last_centroid = centroids[-1][0]
         if pins:
