@@ -10,11 +10,22 @@ the next ``k`` rows by ``selection`` (see :mod:`modelsteal.attacks.activethief`)
 budget is spent. Rounds are ``initial_seed, initial_seed + k, …, budget``; by default the seed is
 10% of the budget and the rest is spent in ten rounds (MET's "values from the paper").
 
-Departures from the paper: no validation split labelled by the target (the substitute trains for
-a fixed number of steps instead of early stopping on validation F1); the substitute is the
-project's default architecture for the input shape. With ``alpha`` set, the entropy stopping rule
-(thesis Eq. 4) ends the run when it fires and records the queries in
-``info["activethief"]["stop_at"]``.
+``validation`` (the original's practice; off by default): rows of the initial seed drawn at
+random, labelled by the target through the same budget, never trained on and never selected
+again; each round's training stops ``patience`` epochs after the best agreement with the
+target's labels on them and keeps the best epoch's weights. ``warm_start=True`` trains each round
+from the previous round's substitute instead of the same initial weights (the original).
+From the CLI: ``--param validation=0.2 --param warm_start=true``.
+
+Departures from the paper: the validation split is taken out of the initial seed (the original
+asks it on top), so that the round ends stay where they are; early stopping measures agreement
+with the target's labels (ties: lower soft cross-entropy) where the original uses F1, and gives
+up after ``patience`` epochs (default 5) of at most ``epochs`` (the original: 20 evaluations, at
+most 1,000 epochs); without a validation split (the default) every round trains for the fixed
+number of epochs. The substitute is the project's default architecture for the input shape.
+With ``alpha`` set, the entropy stopping rule (thesis Eq. 4) ends the run when it fires and
+records the queries in ``info["activethief"]["stop_at"]``. ``info["activethief"]`` also holds
+``validation_rows`` and, per round, ``training`` (rows, best epoch, warm start).
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelsteal.attacks._extract import Recipe
-from modelsteal.attacks.activethief import ActiveThief
+from modelsteal.attacks.activethief import ActiveThief, ActiveThiefTrainer
 from modelsteal.attacks.recipes import RECIPES
 from modelsteal.attacks.recovery import identity, top1
 from modelsteal.attacks.training import substitute_trainer
@@ -40,6 +51,11 @@ def build(
     n_clusters: int = 10,
     candidates: int = 10,
     alpha: float | None = None,
+    validation: int | float = 0,
+    patience: int | None = 5,
+    warm_start: bool = False,
+    dfal_classes: int | None = None,
+    dfal_exhaustive: bool = False,
     substitute: str = "auto",
     substitute_params: dict[str, Any] | None = None,
     epochs: int = 20,
@@ -51,6 +67,10 @@ def build(
     """ActiveThief by ``selection`` and ``seeding``; ``initial_seed``/``k`` None: from the budget.
 
     ``iterations`` is the number of selection rounds when ``k`` is derived from the budget.
+    ``validation``: rows (int) or share of the initial seed (float in [0, 1)) held out for early
+    stopping with ``patience``; 0 disables. ``warm_start``: retrain each round from the previous
+    substitute. ``dfal_classes``: DeepFool's candidate classes per step (None: all);
+    ``dfal_exhaustive``: run DeepFool on every unlabelled row (see :class:`ActiveThief`).
     ``hard_labels=True`` trains on the argmax of each answer only.
     """
     strategy = ActiveThief(
@@ -61,6 +81,9 @@ def build(
         n_clusters=n_clusters,
         candidates=candidates,
         alpha=alpha,
+        validation=validation,
+        dfal_classes=dfal_classes,
+        dfal_exhaustive=dfal_exhaustive,
     )
 
     def rounds(budget: int) -> list[int]:
@@ -77,6 +100,9 @@ def build(
             batch_size=batch_size,
             lr=lr,
             min_steps=min_steps,
+            cls=ActiveThiefTrainer,
+            warm_start=warm_start,
+            patience=patience,
         ),
         paper="https://arxiv.org/abs/1905.09165",
         rounds=rounds,
