@@ -214,6 +214,7 @@ def main() -> None:
     rows = run(quick=args.quick, repeats=repeats, classes=args.classes, loop_rows=args.loop_rows)
     extra = [f"--threads {args.threads}"] if args.threads != 1 else []
     extra += [f"--classes {' '.join(map(str, args.classes))}"] if args.classes else []
+    extra += [f"--loop-rows {args.loop_rows}"] if args.classes and args.loop_rows != 16 else []
     result = {
         "benchmark": "MAD batched vs per-sample",
         "mode": "quick" if args.quick else "full",
