@@ -104,7 +104,8 @@ def measure(
     image_fast = image and hasattr(defense, "_channels_last")
     fast = defense._channels_last(proxy) if image_fast else proxy
 
-    step = getattr(mad_module, "_FORWARD_CHUNK", 1024)  # rows per forward pass, as MAD's
+    # rows per forward pass, as MAD's
+    step = getattr(mad_module, "_IMAGE_CHUNK" if image_fast else "_FORWARD_CHUNK", 1024)
 
     def forward_only() -> None:  # the floor of the batched path: the proxy's forward pass
         with torch.no_grad():
