@@ -197,9 +197,10 @@ class MAD(Defense):
         if self.max_grad_layer == "last":
             chunk = _FORWARD_CHUNK
             if xt.ndim == 4 and xt.device.type == "cpu":
-                proxy = self._channels_last(proxy)
-                xt = xt.contiguous(memory_format=torch.channels_last)
-                chunk = _IMAGE_CHUNK
+                fast = self._channels_last(proxy)
+                if fast is not proxy:  # a convolutional proxy, copied in channels-last order
+                    proxy, chunk = fast, _IMAGE_CHUNK
+                    xt = xt.contiguous(memory_format=torch.channels_last)
             grams = [
                 _last_layer_gram(proxy, xt[s : s + chunk], n_classes)
                 for s in range(0, len(xt), chunk)
