@@ -44,9 +44,9 @@ distances are computed once per round (a round longer than :attr:`Recipe.query_b
 picked in several calls against the same substitute; k-center then counts the earlier calls'
 rows as centres). k-center's distances are computed in chunks of bounded size; DeepFool runs in
 batches, on the rows still moving only, follows a row only while it can still be among the
-nearest, and visits rows by increasing margin, stopping at the first batch that adds none of the
-nearest (``dfal_exhaustive=True`` visits them all). On MNIST the 40 rows nearest to the boundary
-by exact DeepFool among 8,000 were all among the 52 of smallest softmax margin.
+nearest, and visits rows by increasing margin, stopping once a stretch of 1,024 rows added none
+of the nearest (``dfal_exhaustive=True`` visits them all). On MNIST the 40 rows nearest to the
+boundary by exact DeepFool among 8,000 were all among the 52 of smallest softmax margin.
 
 Departures: the original DFAL+k-center keeps ``budget`` DFAL candidates; here every combination
 keeps ``candidates · n`` (the strategy does not know the budget). DeepFool uses overshoot 0.02
@@ -92,7 +92,8 @@ SEEDINGS = ("random", "cluster", "kmeans_input")
 _MEMO = "activethief"
 _CACHE = "_activethief_cache"  # this round's scores over the pool (see ActiveThief._cache)
 _CHUNK = 4096
-_DFAL_BATCH = 1024
+_DFAL_BATCH = 128  # DeepFool's batch: small batches keep the activations in cache
+_SCAN_ROWS = 1024
 
 
 # scores ---------------------------------------------------------------------------------------
@@ -253,13 +254,14 @@ def _deepfool(
     ``known`` from earlier) are needed: once ``keep`` are final, a row whose distance so far
     already reaches the ``keep``-th smallest of them (the bar) is not moved further; it gets the
     distance reached (a lower bound, as DeepFool's steps add up) and ``False`` in the mask. Rows
-    early in ``x`` set the bar, so put likely-near rows first. ``scan=True`` also stops at the
-    first batch that puts no row under the bar, on the premise that ``x`` is ordered from near to
-    far; the rows after it get ``inf`` and ``False``.
+    early in ``x`` set the bar, so put likely-near rows first. ``scan=True`` also stops once
+    1,024 rows in a row put none under the bar, on the premise that ``x`` is ordered from near
+    to far; the rows not visited get NaN and ``False``.
     """
     model.eval()
-    out = np.full(len(x), np.inf)
+    out = np.full(len(x), np.nan)
     final = np.ones(len(x), dtype=bool)
+    quiet = 0  # rows visited since a batch last added one of the keep nearest
     finished: list[np.ndarray] = []  # final distances so far (for the bar)
     if known is not None and len(known):
         finished.append(np.asarray(known, dtype=np.float64))
@@ -332,7 +334,10 @@ def _deepfool(
             finished.append(dist[active.numpy()])
         if scan and keep is not None:
             done = final[start : start + len(x0)]
-            if not (dist[done] < bar()).any():  # this batch added none of the keep nearest
+            added = bool((dist[done] < bar()).any())  # any of the keep nearest so far?
+            quiet = 0 if added else quiet + len(x0)
+            if quiet >= _SCAN_ROWS:  # a long stretch added none: stop visiting
+                out[start + len(x0) :] = np.nan
                 final[start + len(x0) :] = False
                 break
     return out, final
@@ -394,8 +399,8 @@ class ActiveThief:
     retraining point right after them, which is how the strategy knows where they end.
     ``dfal_classes``: candidate classes per DeepFool step (None: all). ``dfal_exhaustive``:
     follow every unlabelled row with DeepFool until it is out of the running, instead of
-    visiting them by increasing softmax margin and stopping at the first batch of 1,024 rows
-    that adds none of the nearest (see :meth:`_dfal`).
+    visiting them by increasing softmax margin and stopping once 1,024 rows in a row added
+    none of the nearest (see :meth:`_dfal`).
     """
 
     selection: str = "kcenter"
@@ -551,27 +556,26 @@ class ActiveThief:
         missing = rows[np.isnan(probs[rows, 0])]
         for s in range(0, len(missing), _CHUNK):
             part = missing[s : s + _CHUNK]
-            probs[part] = predict_proba(state.substitute, state.pool[part])
+            probs[part] = predict_proba(state.substitute, state.pool[part], batch_size=256)
         return probs[rows]
 
     def _dfal(self, state: AttackState, rows: np.ndarray, need: int) -> np.ndarray:
         """DFAL distances of pool ``rows``; the ``need`` smallest are exact DeepFool distances.
 
-        The rest may be lower bounds or ``inf`` (not computed): rows are visited by increasing
+        The rest may be lower bounds or NaN (not visited): rows are visited by increasing
         softmax margin, a row is followed only while it can still be among the ``need``
-        nearest, and (unless ``dfal_exhaustive``) the visit stops at the first batch of rows that
-        adds none of them (see :func:`_deepfool`). A later call of the round that needs more
-        rows continues from what is known.
+        nearest, and (unless ``dfal_exhaustive``) the visit stops once 1,024 rows in a row
+        added none of them (see :func:`_deepfool`). A later call of the round that
+        needs more rows visits only the rows that are not ruled out by what is known.
         """
         cache = self._cache(state)
         scores, final = cache["dfal"], cache["dfal_final"]
-        if self.dfal_exhaustive:
-            todo = rows[np.isnan(scores[rows])]
-        else:
-            todo = rows[~final[rows]]
+        known = scores[rows[final[rows]]]
+        bar = np.partition(known, need - 1)[need - 1] if len(known) >= need else np.inf
+        # not visited yet (NaN), or a lower bound that no longer rules the row out
+        todo = rows[~final[rows] & ~(scores[rows] >= bar)]
         if len(todo):
             todo = todo[np.argsort(margin(self._probs(state, todo)), kind="stable")]
-            known = scores[rows[final[rows]]]
             scores[todo], final[todo] = self._deepfool(
                 state, todo, keep=need, known=known, scan=not self.dfal_exhaustive
             )
