@@ -12,18 +12,29 @@ substitute is retrained from the same initial weights each round (the recipe's d
 Item 2 of issue 5: the queries each strategy needs to reach the fidelity that random selection
 reaches at the largest budget (mean curves, linear interpolation between round ends).
 Item 3: the entropy stopping rule (thesis Eq. 4) for several α, run for real (``alpha=`` in the
-recipe, which ends the run), reporting the queries and accuracy/fidelity at the stop.
+recipe, which ends the run), reporting the queries and accuracy/fidelity at the stop. With
+``--derive-stops`` the stops are read off the full runs instead, for every selection: the rule
+looks only at the batch entropies of the rounds before it fires and ending a run changes none of
+them, so the stopped run is the full run cut at the stop (on digits, all 24 real stop runs
+matched their derived stop and accuracy exactly).
+
+Every finished run is appended to ``results/activethief_<data>_runs.jsonl`` as it completes;
+``--resume`` skips the runs already there (same selection, seeding, seed, budgets and α), so a run
+cut off by a time limit continues where it stopped. ``MODELSTEAL_DEVICE=cuda`` trains and scores
+on a GPU (the JSON records the device).
 
 Writes ``benchmarks/results/activethief_<data>.{json,md,png}``. Digits: about 4 minutes on
-2 cores. MNIST (``--data mnist``, the thesis' setting) is supported but far longer.
+2 cores. MNIST (``--data mnist``, the thesis' setting) is far longer: hours on 2 CPU cores.
 
     python benchmarks/activethief.py [--data digits] [--seeds 0 1 2] [--workers 2] [--quick]
+        [--budgets 2000 5000 10000] [--derive-stops] [--no-seedings] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,7 +48,13 @@ import modelsteal.attacks.recipes.activethief_pal_2020  # noqa: F401  (registers
 from modelsteal.attacks import build_recipe, extract
 from modelsteal.data import load_splits
 from modelsteal.metrics import accuracy
-from modelsteal.models import TrainConfig, build_model, predict_proba, train_model
+from modelsteal.models import (
+    TrainConfig,
+    build_model,
+    compute_device,
+    predict_proba,
+    train_model,
+)
 from modelsteal.targets import TorchTarget
 
 HERE = Path(__file__).resolve().parent
@@ -68,13 +85,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "initial_seed": 50,
         "k": 50,
     },
-    "mnist": {  # the thesis' setting; not yet run
+    "mnist": {  # the thesis' setting
         "target": "cnn",
         "pool_fraction": 0.5,
         "target_epochs": 5,
         "budgets": [2000, 5000, 10000, 15000, 20000],
         "initial_seed": 1000,
         "k": 1000,
+        # the trainer of configs/activethief_mnist.toml (the recipe's default is 20 / 500)
+        "trainer": {"epochs": 10, "min_steps": 300},
     },
 }
 
@@ -96,6 +115,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         initial_seed=cfg["initial_seed"],
         k=cfg["k"],
         alpha=job.get("alpha"),
+        **cfg.get("trainer", {}),
     )
     schedule = recipe.rounds(budgets[-1])
     t0 = time.perf_counter()
@@ -125,6 +145,22 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _key(job: dict[str, Any]) -> tuple:
+    return (job["selection"], job["seeding"], job["seed"], job["n_budgets"], job.get("alpha"))
+
+
+def derived_stop(batch_entropy: list[float], round_queries: list[int], alpha: float) -> int | None:
+    """Where the entropy rule with ``alpha`` ends a run whose rounds are these (None: never).
+
+    The rule is checked when round ``i`` starts, on the rounds before it (``entropy_stop``), and
+    the run ends there without asking round ``i``: the stop is ``round_queries[i]``.
+    """
+    for i in range(2, len(batch_entropy)):
+        if abs(batch_entropy[i - 2] - batch_entropy[i - 1]) <= alpha:
+            return int(round_queries[i])
+    return None
+
+
 def _label(selection: str, seeding: str) -> str:
     return selection if seeding == "random" else f"{selection} [{seeding} seed]"
 
@@ -146,9 +182,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run; results not written")
+    parser.add_argument("--budgets", type=int, nargs="+", help="the table's budgets (round ends)")
+    parser.add_argument(
+        "--derive-stops",
+        action="store_true",
+        help="read the stopping rule off the full runs instead of running it",
+    )
+    parser.add_argument(
+        "--no-seedings", action="store_true", help="random seeding only (no cluster/k-means)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="skip the runs already in the runs file"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    cfg = SETTINGS[args.data]
+    cfg = dict(SETTINGS[args.data])
+    if args.budgets:
+        cfg["budgets"] = sorted(args.budgets)
+    device = compute_device()
 
     splits = load_splits(args.data, seed=0, pool_fraction=cfg["pool_fraction"])
     model = build_model(cfg["target"], splits.input_shape, splits.n_classes, seed=0)
@@ -174,7 +225,9 @@ def main() -> None:
     n_budgets = 2 if args.quick else len(cfg["budgets"])
     budgets = cfg["budgets"][:n_budgets]
     configs = [(s, "random") for s in SELECTIONS] + [
-        (s, seeding) for s in SEEDED for seeding in ("cluster", "kmeans_input")
+        (s, seeding)
+        for s in ([] if args.no_seedings else SEEDED)
+        for seeding in ("cluster", "kmeans_input")
     ]
     if args.quick:
         configs = [("random", "random"), ("entropy", "random"), ("kcenter", "cluster")]
@@ -183,12 +236,28 @@ def main() -> None:
         for s, sd in configs
         for seed in args.seeds
     ]
-    jobs += [
-        {"selection": s, "seeding": "random", "seed": seed, "n_budgets": n_budgets, "alpha": a}
-        for s in STOP_SELECTIONS
-        for a in ALPHAS
-        for seed in args.seeds
-    ]
+    if not args.derive_stops:
+        jobs += [
+            {"selection": s, "seeding": "random", "seed": seed, "n_budgets": n_budgets, "alpha": a}
+            for s in STOP_SELECTIONS
+            for a in ALPHAS
+            for seed in args.seeds
+        ]
+    jobs.sort(key=lambda j: "dfal" not in j["selection"])  # the longest first
+    runs_file = HERE / "results" / f"activethief_{args.data}_runs.jsonl"
+    runs: list[dict[str, Any]] = []
+    if args.resume and runs_file.exists():
+        wanted = {_key(j) for j in jobs}
+        for line in runs_file.read_text().splitlines():
+            run = json.loads(line)
+            if _key(run) in wanted and _key(run) not in {_key(r) for r in runs}:
+                runs.append(run)
+        print(f"resuming: {len(runs)} of {len(jobs)} runs already done", flush=True)
+    elif not args.quick:
+        runs_file.parent.mkdir(exist_ok=True)
+        runs_file.write_text("")
+    done = {_key(r) for r in runs}
+    todo = [j for j in jobs if _key(j) not in done]
     state = {
         "cfg": cfg,
         "target": target,
@@ -198,10 +267,16 @@ def main() -> None:
         "eval_target": eval_target,
         "domain": splits.domain,
     }
-    runs = []
-    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(state,)) as ex:
-        for out in ex.map(_job, jobs):
+    # CUDA cannot be used again in a forked child: start the workers fresh on a GPU
+    context = multiprocessing.get_context("spawn" if device.type == "cuda" else None)
+    with ProcessPoolExecutor(
+        args.workers, mp_context=context, initializer=_init, initargs=(state,)
+    ) as ex:
+        for out in ex.map(_job, todo):
             runs.append(out)
+            if not args.quick:
+                with runs_file.open("a") as fh:
+                    fh.write(json.dumps(out) + "\n")
             tag = f" alpha={out['alpha']}" if "alpha" in out else ""
             print(
                 f"{_label(out['selection'], out['seeding'])}{tag} seed {out['seed']}: "
@@ -210,7 +285,25 @@ def main() -> None:
             )
     full = [r for r in runs if "alpha" not in r]
     stops = [r for r in runs if "alpha" in r]
-
+    if args.derive_stops:  # the full runs cut where the rule fires
+        stops = []
+        for r in full:
+            if r["seeding"] != "random":
+                continue
+            by_queries = {h["queries"]: h for h in r["history"]}
+            for a in ALPHAS:
+                stop = derived_stop(r["batch_entropy"], r["round_queries"], a)
+                cut = [h for h in r["history"] if stop is None or h["queries"] <= stop]
+                assert stop is None or stop in by_queries, "stops fall on round ends"
+                stops.append(
+                    {
+                        **r,
+                        "alpha": a,
+                        "stop_at": stop,
+                        "history": cut,
+                        "queries": cut[-1]["queries"],
+                    }
+                )
     # item 1: accuracy and fidelity per budget; curves at every round end
     curves: dict[str, dict[str, Any]] = {}
     summary = []
@@ -255,7 +348,8 @@ def main() -> None:
 
     # item 3: the stopping rule
     stopping = []
-    for s in STOP_SELECTIONS:
+    stop_selections = [s for s in SELECTIONS if any(r["selection"] == s for r in stops)]
+    for s in stop_selections:
         for a in ALPHAS:
             rows = [r for r in stops if r["selection"] == s and r["alpha"] == a]
             last = [r["history"][-1] for r in rows]
@@ -279,6 +373,11 @@ def main() -> None:
     command = f"python benchmarks/activethief.py --data {args.data} --seeds " + " ".join(
         map(str, args.seeds)
     )
+    if args.budgets:
+        command += " --budgets " + " ".join(map(str, budgets))
+    command += " --derive-stops" * args.derive_stops + " --no-seedings" * args.no_seedings
+    if device.type != "cpu":
+        command = f"MODELSTEAL_DEVICE={device} " + command
     result_json = {
         "data": args.data,
         "target": cfg["target"],
@@ -286,6 +385,7 @@ def main() -> None:
         "split": {"seed": 0, "pool_fraction": cfg["pool_fraction"], "sizes": sizes},
         "budgets": budgets,
         "initial_seed": cfg["initial_seed"],
+        "trainer": cfg.get("trainer", "the recipe's default"),
         "k": cfg["k"],
         "seeds": args.seeds,
         "summary": summary,
@@ -293,6 +393,7 @@ def main() -> None:
         "random_fidelity_at_largest_budget": ref,
         "queries_to_reach_random": reach,
         "stopping_rule": stopping,
+        "stops": "derived from the full runs" if args.derive_stops else "run",
         "runs": runs,
         "seconds": seconds,
         "command": command,
@@ -301,6 +402,8 @@ def main() -> None:
             "torch": torch.__version__,
             "workers": args.workers,
             "threads_per_worker": 1,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         },
     }
     text = _markdown(result_json)
@@ -359,8 +462,9 @@ def _markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {e['strategy']} | {e['queries']:.0f} | {e['saving']:+.0%} |")
     lines += [
         "",
-        f"Entropy stopping rule (budget {budgets[-1]}; the run ends when the rule fires; "
-        "mean over seeds):",
+        f"Entropy stopping rule (budget {budgets[-1]}; the run ends when the rule fires"
+        + ("; read off the full runs" if r.get("stops", "run") != "run" else "")
+        + "; mean over seeds):",
         "",
         "| selection | α | fired | queries at stop | per seed | accuracy at stop | "
         "fidelity at stop |",
@@ -375,7 +479,9 @@ def _markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{r['seconds']:.0f} s with {r['machine']['workers']} workers. Command: `{r['command']}`",
+        f"{r['seconds']:.0f} s with {r['machine']['workers']} workers"
+        + (f" on {r['machine']['gpu']}" if r["machine"].get("gpu") else "")
+        + f". Command: `{r['command']}`",
     ]
     return "\n".join(lines) + "\n"
 

@@ -4,10 +4,12 @@ import torch
 
 from modelsteal.errors import InvalidParameterError, UnknownNameError
 from modelsteal.models import (
+    DEVICE_VARIABLE,
     MODELS,
     ModelInfo,
     TrainConfig,
     build_model,
+    compute_device,
     load_model,
     predict_proba,
     save_model,
@@ -102,3 +104,33 @@ def test_model_errors(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(InvalidParameterError, match="not a modelsteal model bundle"):
         load_model(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("tpu:0", "not a device torch knows"), ("meta", "only 'cpu' and 'cuda'")],
+)
+def test_compute_device_errors_name_the_variable(monkeypatch, value, says):
+    monkeypatch.setenv(DEVICE_VARIABLE, value)
+    with pytest.raises(InvalidParameterError, match=says) as err:
+        compute_device()
+    assert DEVICE_VARIABLE in str(err.value) and value in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_missing_gpu_fails_before_training(monkeypatch, digits):
+    X, y = digits
+    monkeypatch.setenv(DEVICE_VARIABLE, "cuda")
+    model = build_model("mlp", (64,), 10, seed=0)
+    with pytest.raises(InvalidParameterError, match="sees none"):
+        train_model(model, X[:32], y[:32], config=TrainConfig(epochs=1), seed=0)
+
+
+def test_the_model_comes_back_to_the_cpu_after_training_and_prediction(monkeypatch, digits):
+    X, y = digits
+    monkeypatch.setenv(DEVICE_VARIABLE, "cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model("mlp", (64,), 10, seed=0)
+    train_model(model, X[:64], y[:64], config=TrainConfig(epochs=1), seed=0)
+    probs = predict_proba(model, X[:8])
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert probs.shape == (8, 10) and np.allclose(probs.sum(1), 1.0)

@@ -71,7 +71,7 @@ from modelsteal._checks import check_choice, check_float, check_int
 from modelsteal.attacks._base import STRATEGIES, AttackState, Proposal
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.errors import InvalidParameterError
-from modelsteal.models import build_model, predict_proba
+from modelsteal.models import build_model, on_compute_device, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -270,76 +270,81 @@ def _deepfool(
         done = np.concatenate(finished) if finished else np.empty(0)
         return float(np.partition(done, keep - 1)[keep - 1]) if len(done) >= keep else np.inf
 
-    for start in range(0, len(x), batch_size):
-        x0 = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], np.float32))
-        r_tot = torch.zeros_like(x0)
-        x_adv = x0.clone()
-        label = torch.empty(0, dtype=torch.long)
-        active = torch.arange(len(x0))  # rows whose label has not flipped yet
-        for it in range(max_iter):
-            xa = x_adv[active].clone().requires_grad_(True)
-            logits = model(xa)
-            if it == 0:
-                label = logits.detach().argmax(dim=1)
-            lab = label[active]
-            still = logits.argmax(dim=1) == lab
-            if not still.all():  # the flipped rows are done
-                if keep is not None:
-                    gone = active[~still]
-                    finished.append(((x_adv[gone] - x0[gone]) ** 2).flatten(1).sum(1).numpy())
-                if not still.any():
-                    active = active[still]
-                    break
-            # Gradients for every row evaluated (cheaper than evaluating the rest again), steps
-            # for the rows that have not flipped.
-            rows = torch.arange(len(lab))
-            n_classes = logits.shape[1]
-            q = n_classes - 1 if classes is None else min(classes, n_classes - 1)
-            others = logits.detach().clone()
-            others[rows, lab] = -torch.inf
-            cand = others.topk(q, dim=1).indices  # (B, q)
-            own = logits[rows, lab]
-            diff = logits.gather(1, cand) - own.unsqueeze(1)  # f_j − f_label, (B, q)
-            grads = torch.stack(
-                [
-                    torch.autograd.grad(diff[:, j].sum(), xa, retain_graph=j < q - 1)[0]
-                    for j in range(q)
-                ],
-                dim=1,
-            ).flatten(2)[still]  # (B', q, D)
-            active = active[still]
-            rows = torch.arange(len(active))
-            f = diff.detach()[still]
-            norm = grads.norm(dim=2).clamp_min(1e-12)
-            ratio = f.abs() / norm
-            best = ratio.argmin(dim=1)
-            step = (ratio[rows, best] + 1e-4) / norm[rows, best]
-            r = (step.unsqueeze(1) * grads[rows, best]).view(len(active), *x0.shape[1:])
-            r_tot[active] += r
-            moved = x0[active] + (1.0 + overshoot) * r_tot[active]
-            if domain is not None:
-                moved = moved.clamp(domain[0], domain[1])
-            x_adv[active] = moved.detach()
-            if keep is not None and it < max_iter - 1:
-                so_far = ((x_adv[active] - x0[active]) ** 2).flatten(1).sum(dim=1).numpy()
-                beyond = so_far >= bar()
-                if beyond.any():  # cannot be among the keep nearest any more
-                    final[start + active[torch.from_numpy(beyond)].numpy()] = False
-                    active = active[torch.from_numpy(~beyond)]
-                    if len(active) == 0:
+    with on_compute_device(model) as device:
+        for start in range(0, len(x), batch_size):
+            x0 = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], np.float32))
+            x0 = x0.to(device)
+            r_tot = torch.zeros_like(x0)
+            x_adv = x0.clone()
+            label = torch.empty(0, dtype=torch.long, device=device)
+            active = torch.arange(len(x0), device=device)  # rows whose label has not flipped yet
+            for it in range(max_iter):
+                xa = x_adv[active].clone().requires_grad_(True)
+                logits = model(xa)
+                if it == 0:
+                    label = logits.detach().argmax(dim=1)
+                lab = label[active]
+                still = logits.argmax(dim=1) == lab
+                if not still.all():  # the flipped rows are done
+                    if keep is not None:
+                        gone = active[~still]
+                        finished.append(
+                            ((x_adv[gone] - x0[gone]) ** 2).flatten(1).sum(1).cpu().numpy()
+                        )
+                    if not still.any():
+                        active = active[still]
                         break
-        dist = ((x_adv - x0) ** 2).flatten(1).sum(dim=1).numpy()
-        out[start : start + len(x0)] = dist
-        if keep is not None and len(active):  # rows that ran out of steps: final as they are
-            finished.append(dist[active.numpy()])
-        if scan and keep is not None:
-            done = final[start : start + len(x0)]
-            added = bool((dist[done] < bar()).any())  # any of the keep nearest so far?
-            quiet = 0 if added else quiet + len(x0)
-            if quiet >= _SCAN_ROWS:  # a long stretch added none: stop visiting
-                out[start + len(x0) :] = np.nan
-                final[start + len(x0) :] = False
-                break
+                # Gradients for every row evaluated (cheaper than evaluating the rest again), steps
+                # for the rows that have not flipped.
+                rows = torch.arange(len(lab), device=device)
+                n_classes = logits.shape[1]
+                q = n_classes - 1 if classes is None else min(classes, n_classes - 1)
+                others = logits.detach().clone()
+                others[rows, lab] = -torch.inf
+                cand = others.topk(q, dim=1).indices  # (B, q)
+                own = logits[rows, lab]
+                diff = logits.gather(1, cand) - own.unsqueeze(1)  # f_j − f_label, (B, q)
+                grads = torch.stack(
+                    [
+                        torch.autograd.grad(diff[:, j].sum(), xa, retain_graph=j < q - 1)[0]
+                        for j in range(q)
+                    ],
+                    dim=1,
+                ).flatten(2)[still]  # (B', q, D)
+                active = active[still]
+                rows = torch.arange(len(active), device=device)
+                f = diff.detach()[still]
+                norm = grads.norm(dim=2).clamp_min(1e-12)
+                ratio = f.abs() / norm
+                best = ratio.argmin(dim=1)
+                step = (ratio[rows, best] + 1e-4) / norm[rows, best]
+                r = (step.unsqueeze(1) * grads[rows, best]).view(len(active), *x0.shape[1:])
+                r_tot[active] += r
+                moved = x0[active] + (1.0 + overshoot) * r_tot[active]
+                if domain is not None:
+                    moved = moved.clamp(domain[0], domain[1])
+                x_adv[active] = moved.detach()
+                if keep is not None and it < max_iter - 1:
+                    so_far = ((x_adv[active] - x0[active]) ** 2).flatten(1).sum(dim=1).cpu().numpy()
+                    beyond = so_far >= bar()
+                    if beyond.any():  # cannot be among the keep nearest any more
+                        far = torch.from_numpy(beyond).to(device)
+                        final[start + active[far].cpu().numpy()] = False
+                        active = active[~far]
+                        if len(active) == 0:
+                            break
+            dist = ((x_adv - x0) ** 2).flatten(1).sum(dim=1).cpu().numpy()
+            out[start : start + len(x0)] = dist
+            if keep is not None and len(active):  # rows that ran out of steps: final as they are
+                finished.append(dist[active.cpu().numpy()])
+            if scan and keep is not None:
+                done = final[start : start + len(x0)]
+                added = bool((dist[done] < bar()).any())  # any of the keep nearest so far?
+                quiet = 0 if added else quiet + len(x0)
+                if quiet >= _SCAN_ROWS:  # a long stretch added none: stop visiting
+                    out[start + len(x0) :] = np.nan
+                    final[start + len(x0) :] = False
+                    break
     return out, final
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +15,63 @@ from torch import nn
 from modelsteal._checks import check_float, check_int
 
 log = logging.getLogger(__name__)
+
+
+DEVICE_VARIABLE = "MODELSTEAL_DEVICE"
+
+
+def compute_device() -> torch.device:
+    """The device that training and batched prediction run on: ``$MODELSTEAL_DEVICE`` or CPU.
+
+    Models live on the CPU everywhere else in modelsteal (targets, defenses, attacks hand them
+    CPU arrays); :func:`train_model`, :func:`predict_proba` and ActiveThief's DeepFool move a
+    model to this device for the call and back afterwards. ``cuda`` (or ``cuda:1``) uses a GPU;
+    results then agree with CPU runs up to float rounding, not bit for bit.
+    """
+    name = os.environ.get(DEVICE_VARIABLE, "").strip() or "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        from modelsteal.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"{DEVICE_VARIABLE}={name!r} is not a device torch knows; use 'cpu' or 'cuda' "
+            "(optionally with an index, e.g. 'cuda:0')."
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from modelsteal.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"{DEVICE_VARIABLE}={name!r} asks for a GPU, but this torch build sees none "
+            f"(torch {torch.__version__}); unset it to run on the CPU."
+        )
+    if device.type not in ("cpu", "cuda"):
+        from modelsteal.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"{DEVICE_VARIABLE}={name!r}: only 'cpu' and 'cuda' devices are supported."
+        )
+    return device
+
+
+@contextmanager
+def on_compute_device(model: nn.Module) -> Iterator[torch.device]:
+    """Run a block with ``model`` on :func:`compute_device`, and put it back where it was.
+
+    Yields the device the block should put its tensors on. A model already off the CPU (a
+    nested call, or one the caller placed) stays where it is.
+    """
+    first = next(model.parameters(), None)
+    home = first.device if first is not None else torch.device("cpu")
+    device = compute_device()
+    if home.type != "cpu" or device.type == "cpu":
+        yield home
+        return
+    model.to(device)
+    try:
+        yield device
+    finally:
+        model.to(home)
 
 
 @dataclass(frozen=True)
@@ -78,30 +137,36 @@ def train_model(
         raise InputValidationError(
             f"train_model: X has {len(X_t)} rows but the labels have {len(T)}."
         )
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
-    gen = torch.Generator().manual_seed(seed)
-    n = len(X_t)
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout masks
-        for epoch in range(config.epochs):
-            order = torch.randperm(n, generator=gen)
-            total = 0.0
-            for start in range(0, n, config.batch_size):
-                idx = order[start : start + config.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss = soft_cross_entropy(model(X_t[idx]), T[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            if on_epoch is not None:
-                on_epoch(epoch, total / n)
-            log.debug("epoch %d loss %.4f", epoch, total / n)
+    with on_compute_device(model) as device:
+        X_t, T = X_t.to(device), T.to(device)
+        if config.optimizer == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            )
+        else:
+            opt = torch.optim.SGD(
+                model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+            )
+        gen = torch.Generator().manual_seed(seed)
+        n = len(X_t)
+        model.train()
+        gpus = [] if device.type == "cpu" else [device.index or torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=gpus):
+            torch.manual_seed(seed)  # dropout masks
+            for epoch in range(config.epochs):
+                order = torch.randperm(n, generator=gen).to(device)
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                for start in range(0, n, config.batch_size):
+                    idx = order[start : start + config.batch_size]
+                    opt.zero_grad(set_to_none=True)
+                    loss = soft_cross_entropy(model(X_t[idx]), T[idx])
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach().double() * len(idx)
+                mean_loss = float(total) / n
+                if on_epoch is not None:
+                    on_epoch(epoch, mean_loss)
+                log.debug("epoch %d loss %.4f", epoch, mean_loss)
     model.eval()
     return model
 
@@ -110,10 +175,10 @@ def predict_proba(model: nn.Module, X: np.ndarray, *, batch_size: int = 1024) ->
     """Softmax outputs of ``model`` on ``X`` as a float64 (n, C) array, in eval mode."""
     model.eval()
     outs = []
-    with torch.no_grad():
+    with torch.no_grad(), on_compute_device(model) as device:
         for start in range(0, len(X), batch_size):
             chunk = torch.from_numpy(
                 np.ascontiguousarray(X[start : start + batch_size], np.float32)
-            )
-            outs.append(torch.softmax(model(chunk).double(), dim=1).numpy())
+            ).to(device)
+            outs.append(torch.softmax(model(chunk).double(), dim=1).cpu().numpy())
     return np.concatenate(outs, axis=0)
