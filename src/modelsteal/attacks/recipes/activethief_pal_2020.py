@@ -54,7 +54,7 @@ def build(
     validation: int | float = 0,
     patience: int | None = 5,
     warm_start: bool = False,
-    dfal_classes: int | None = None,
+    dfal_classes: int | None = 3,
     dfal_exhaustive: bool = False,
     substitute: str = "auto",
     substitute_params: dict[str, Any] | None = None,
@@ -69,8 +69,8 @@ def build(
     ``iterations`` is the number of selection rounds when ``k`` is derived from the budget.
     ``validation``: rows (int) or share of the initial seed (float in [0, 1)) held out for early
     stopping with ``patience``; 0 disables. ``warm_start``: retrain each round from the previous
-    substitute. ``dfal_classes``: DeepFool's candidate classes per step (None: all);
-    ``dfal_exhaustive``: run DeepFool on every unlabelled row (see :class:`ActiveThief`).
+    substitute. ``dfal_classes``: DeepFool's candidate classes per step, by logit (default 3;
+    None: all); ``dfal_exhaustive``: run DeepFool on every unlabelled row (see :class:`ActiveThief`).
     ``hard_labels=True`` trains on the argmax of each answer only.
     """
     strategy = ActiveThief(
