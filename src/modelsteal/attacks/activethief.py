@@ -407,9 +407,9 @@ class ActiveThief:
     asked first, through the same budget, and are never selected again; :meth:`rounds` puts a
     retraining point right after them, which is how the strategy knows where they end.
     ``dfal_classes``: candidate classes per DeepFool step, those of highest logit (None: all).
-    ``dfal_exhaustive``: follow every unlabelled row with DeepFool until it is out of the running, instead of
-    visiting them by increasing softmax margin and stopping once 1,024 rows in a row added
-    none of the nearest (see :meth:`_dfal`).
+    ``dfal_exhaustive``: follow every unlabelled row with DeepFool until it is out of the
+    running, instead of visiting them by increasing softmax margin and stopping once 1,024 rows
+    in a row added none of the nearest (see :meth:`_dfal`).
     """
 
     selection: str = "kcenter"

@@ -70,7 +70,8 @@ def build(
     ``validation``: rows (int) or share of the initial seed (float in [0, 1)) held out for early
     stopping with ``patience``; 0 disables. ``warm_start``: retrain each round from the previous
     substitute. ``dfal_classes``: DeepFool's candidate classes per step, by logit (default 3;
-    None: all); ``dfal_exhaustive``: run DeepFool on every unlabelled row (see :class:`ActiveThief`).
+    None: all); ``dfal_exhaustive``: run DeepFool on every unlabelled row (see
+    :class:`ActiveThief`).
     ``hard_labels=True`` trains on the argmax of each answer only.
     """
     strategy = ActiveThief(
