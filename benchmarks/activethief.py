@@ -18,16 +18,20 @@ looks only at the batch entropies of the rounds before it fires and ending a run
 them, so the stopped run is the full run cut at the stop (on digits, all 24 real stop runs
 matched their derived stop and accuracy exactly).
 
-Every finished run is appended to ``results/activethief_<data>_runs.jsonl`` as it completes;
-``--resume`` skips the runs already there (same selection, seeding, seed, budgets and α), so a run
-cut off by a time limit continues where it stopped. ``MODELSTEAL_DEVICE=cuda`` trains and scores
-on a GPU (the JSON records the device).
+``--from-store DIR`` runs nothing: it reads the runs of an ActiveThief experiment grid from the
+result store that ``modelsteal run`` wrote (``configs/activethief_mnist.toml``: one cell per
+selection and seed, measured at every round end, with each round's batch entropy) and writes the
+same tables, with the stops derived. ``MODELSTEAL_DEVICE=cuda`` trains and scores on a GPU (the
+JSON records the device).
 
 Writes ``benchmarks/results/activethief_<data>.{json,md,png}``. Digits: about 4 minutes on
-2 cores. MNIST (``--data mnist``, the thesis' setting) is far longer: hours on 2 CPU cores.
+2 cores. MNIST, the thesis' setting, runs as an experiment grid (about an hour on 2 cores):
 
     python benchmarks/activethief.py [--data digits] [--seeds 0 1 2] [--workers 2] [--quick]
-        [--budgets 2000 5000 10000] [--derive-stops] [--no-seedings] [--resume]
+        [--budgets ...] [--derive-stops] [--no-seedings]
+    MODELSTEAL_DATA=/path/to/datasets modelsteal run configs/activethief_mnist.toml \
+        --out results/activethief_mnist --workers 2
+    python benchmarks/activethief.py --from-store results/activethief_mnist --budgets 2000 5000 10000
 """
 
 from __future__ import annotations
@@ -92,8 +96,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "budgets": [2000, 5000, 10000, 15000, 20000],
         "initial_seed": 1000,
         "k": 1000,
-        # the trainer of configs/activethief_mnist.toml (the recipe's default is 20 / 500)
-        "trainer": {"epochs": 10, "min_steps": 300},
+        # shorter training than the recipe's default (20 epochs / 500 steps), so that eleven
+        # strategies x three seeds fit in about an hour on 2 CPU cores
+        "trainer": {"epochs": 5, "min_steps": 300},
     },
 }
 
@@ -145,10 +150,6 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _key(job: dict[str, Any]) -> tuple:
-    return (job["selection"], job["seeding"], job["seed"], job["n_budgets"], job.get("alpha"))
-
-
 def derived_stop(batch_entropy: list[float], round_queries: list[int], alpha: float) -> int | None:
     """Where the entropy rule with ``alpha`` ends a run whose rounds are these (None: never).
 
@@ -192,10 +193,14 @@ def main() -> None:
         "--no-seedings", action="store_true", help="random seeding only (no cluster/k-means)"
     )
     parser.add_argument(
-        "--resume", action="store_true", help="skip the runs already in the runs file"
+        "--from-store",
+        type=Path,
+        help="read the runs of an ActiveThief grid from this `modelsteal run` folder",
     )
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.from_store is not None:
+        return _report(*_from_store(args.from_store, args.budgets), started=started)
     cfg = dict(SETTINGS[args.data])
     if args.budgets:
         cfg["budgets"] = sorted(args.budgets)
@@ -244,20 +249,7 @@ def main() -> None:
             for seed in args.seeds
         ]
     jobs.sort(key=lambda j: "dfal" not in j["selection"])  # the longest first
-    runs_file = HERE / "results" / f"activethief_{args.data}_runs.jsonl"
     runs: list[dict[str, Any]] = []
-    if args.resume and runs_file.exists():
-        wanted = {_key(j) for j in jobs}
-        for line in runs_file.read_text().splitlines():
-            run = json.loads(line)
-            if _key(run) in wanted and _key(run) not in {_key(r) for r in runs}:
-                runs.append(run)
-        print(f"resuming: {len(runs)} of {len(jobs)} runs already done", flush=True)
-    elif not args.quick:
-        runs_file.parent.mkdir(exist_ok=True)
-        runs_file.write_text("")
-    done = {_key(r) for r in runs}
-    todo = [j for j in jobs if _key(j) not in done]
     state = {
         "cfg": cfg,
         "target": target,
@@ -272,20 +264,137 @@ def main() -> None:
     with ProcessPoolExecutor(
         args.workers, mp_context=context, initializer=_init, initargs=(state,)
     ) as ex:
-        for out in ex.map(_job, todo):
+        for out in ex.map(_job, jobs):
             runs.append(out)
-            if not args.quick:
-                with runs_file.open("a") as fh:
-                    fh.write(json.dumps(out) + "\n")
             tag = f" alpha={out['alpha']}" if "alpha" in out else ""
             print(
                 f"{_label(out['selection'], out['seeding'])}{tag} seed {out['seed']}: "
                 f"{out['queries']} queries, {out['seconds']:.1f}s",
                 flush=True,
             )
+    command = f"python benchmarks/activethief.py --data {args.data} --seeds " + " ".join(
+        map(str, args.seeds)
+    )
+    if args.budgets:
+        command += " --budgets " + " ".join(map(str, budgets))
+    command += " --derive-stops" * args.derive_stops + " --no-seedings" * args.no_seedings
+    if device.type != "cpu":
+        command = f"MODELSTEAL_DEVICE={device} " + command
+    meta = {
+        "data": args.data,
+        "target": cfg["target"],
+        "target_test_accuracy": target_acc,
+        "split": {"seed": 0, "pool_fraction": cfg["pool_fraction"], "sizes": sizes},
+        "budgets": budgets,
+        "initial_seed": cfg["initial_seed"],
+        "trainer": cfg.get("trainer", "the recipe's default"),
+        "k": cfg["k"],
+        "seeds": args.seeds,
+        "configs": configs,
+        "derive_stops": args.derive_stops,
+        "command": command,
+        "write": not args.quick,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "workers": args.workers,
+            "threads_per_worker": 1,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
+    }
+    _report(meta, runs, started=started)
+
+
+def _from_store(folder: Path, budgets: list[int] | None) -> tuple[dict[str, Any], list]:
+    """The runs of an ActiveThief grid in a `modelsteal run` folder, as :func:`_job` returns them."""
+    import tomllib
+
+    from modelsteal.experiments.config import parse_config
+    from modelsteal.experiments.report import current_rows
+    from modelsteal.experiments.store import ResultStore
+
+    store = ResultStore(folder / "results.sqlite")
+    latest = store.latest_config()
+    if latest is None:
+        raise SystemExit(f"{folder}: no grid has run into this store")
+    config = parse_config(tomllib.loads(latest[0]), source=latest[1])
+    rows, failed = current_rows(store)
+    runs, utility = [], None
+    for row in rows:
+        if row["kind"] == "utility":
+            utility = row["result"]
+            continue
+        spec, result = row["spec"], row["result"]
+        if spec["recipe"] not in ("activethief", "activethief_pal_2020"):
+            continue
+        rounds = result.get("activethief", {})
+        runs.append(
+            {
+                "selection": spec["params"].get("selection", "kcenter"),
+                "seeding": spec["params"].get("seeding", "random"),
+                "seed": spec["seed"],
+                "history": [
+                    {k: float(h[k]) for k in ("queries", "fidelity", "accuracy")}
+                    for h in result["history"]
+                ],
+                "queries": int(result["queries"]),
+                "stop_at": rounds.get("stop_at"),
+                "batch_entropy": rounds.get("batch_entropy", []),
+                "round_queries": rounds.get("round_queries", []),
+                "seconds": row["seconds"],
+            }
+        )
+    expected = sum(1 for c in config.cells() if c.kind == "attack")
+    if len(runs) < expected or failed:
+        raise SystemExit(
+            f"{folder}: {len(runs)} of {expected} attack cells finished ({len(failed)} failed); "
+            "run the grid to the end first"
+        )
+    params = config.attack["params"]
+    splits = load_splits(
+        config.data["name"],
+        seed=config.data.get("split_seed", 0),
+        pool_fraction=config.data["pool_fraction"],
+    )
+    round_ends = config.attack["budgets"]
+    configs = list(dict.fromkeys((r["selection"], r["seeding"]) for r in runs))
+    meta = {
+        "data": config.data["name"],
+        "target": config.target["arch"],
+        "target_test_accuracy": (utility or {}).get("clean_accuracy"),
+        "split": {
+            "seed": config.data.get("split_seed", 0),
+            "pool_fraction": config.data["pool_fraction"],
+            "sizes": {
+                "target_train": len(splits.target_train),
+                "attacker_pool": len(splits.attacker_pool),
+                "target_test": len(splits.target_test),
+            },
+        },
+        "budgets": sorted(budgets) if budgets else round_ends,
+        "initial_seed": params.get("initial_seed"),
+        "trainer": {k: params[k] for k in ("epochs", "min_steps") if k in params},
+        "k": params.get("k"),
+        "seeds": config.seeds,
+        "configs": configs,
+        "derive_stops": True,
+        "command": f"python benchmarks/activethief.py --from-store {folder}"
+        + (" --budgets " + " ".join(map(str, sorted(budgets))) if budgets else ""),
+        "grid_seconds": float(sum(r["seconds"] for r in runs)),
+        "write": True,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    return meta, runs
+
+
+def _report(meta: dict[str, Any], runs: list[dict[str, Any]], *, started: float) -> None:
+    """Items 1-3 from the runs; writes ``results/activethief_<data>.{json,md,png}``."""
+    configs, budgets = meta["configs"], meta["budgets"]
+
     full = [r for r in runs if "alpha" not in r]
     stops = [r for r in runs if "alpha" in r]
-    if args.derive_stops:  # the full runs cut where the rule fires
+    if meta["derive_stops"]:  # the full runs cut where the rule fires
         stops = []
         for r in full:
             if r["seeding"] != "random":
@@ -294,7 +403,7 @@ def main() -> None:
             for a in ALPHAS:
                 stop = derived_stop(r["batch_entropy"], r["round_queries"], a)
                 cut = [h for h in r["history"] if stop is None or h["queries"] <= stop]
-                assert stop is None or stop in by_queries, "stops fall on round ends"
+                assert stop is None or stop in by_queries, "measure at every round end"
                 stops.append(
                     {
                         **r,
@@ -369,51 +478,26 @@ def main() -> None:
                 }
             )
 
-    seconds = time.perf_counter() - started
-    command = f"python benchmarks/activethief.py --data {args.data} --seeds " + " ".join(
-        map(str, args.seeds)
-    )
-    if args.budgets:
-        command += " --budgets " + " ".join(map(str, budgets))
-    command += " --derive-stops" * args.derive_stops + " --no-seedings" * args.no_seedings
-    if device.type != "cpu":
-        command = f"MODELSTEAL_DEVICE={device} " + command
     result_json = {
-        "data": args.data,
-        "target": cfg["target"],
-        "target_test_accuracy": target_acc,
-        "split": {"seed": 0, "pool_fraction": cfg["pool_fraction"], "sizes": sizes},
-        "budgets": budgets,
-        "initial_seed": cfg["initial_seed"],
-        "trainer": cfg.get("trainer", "the recipe's default"),
-        "k": cfg["k"],
-        "seeds": args.seeds,
+        **{k: v for k, v in meta.items() if k not in ("configs", "derive_stops", "write")},
         "summary": summary,
         "curves": curves,
         "random_fidelity_at_largest_budget": ref,
         "queries_to_reach_random": reach,
         "stopping_rule": stopping,
-        "stops": "derived from the full runs" if args.derive_stops else "run",
+        "stops": "derived from the full runs" if meta["derive_stops"] else "run",
         "runs": runs,
-        "seconds": seconds,
-        "command": command,
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "workers": args.workers,
-            "threads_per_worker": 1,
-            "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
+        "seconds": time.perf_counter() - started,
     }
     text = _markdown(result_json)
     print(text)
-    if not args.quick:
+    if meta["write"]:
+        data = meta["data"]
         out = HERE / "results"
         out.mkdir(exist_ok=True)
-        (out / f"activethief_{args.data}.json").write_text(json.dumps(result_json, indent=2))
-        (out / f"activethief_{args.data}.md").write_text(text)
-        _plot(curves, ref, out / f"activethief_{args.data}.png", args.data)
+        (out / f"activethief_{data}.json").write_text(json.dumps(result_json, indent=2))
+        (out / f"activethief_{data}.md").write_text(text)
+        _plot(curves, ref, out / f"activethief_{data}.png", data)
 
 
 def _markdown(r: dict[str, Any]) -> str:
@@ -479,7 +563,11 @@ def _markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{r['seconds']:.0f} s with {r['machine']['workers']} workers"
+        (
+            f"The grid's cells took {r['grid_seconds'] / 60:.0f} minutes of worker time"
+            if "grid_seconds" in r
+            else f"{r['seconds']:.0f} s with {r['machine']['workers']} workers"
+        )
         + (f" on {r['machine']['gpu']}" if r["machine"].get("gpu") else "")
         + f". Command: `{r['command']}`",
     ]

@@ -364,3 +364,27 @@ def test_only_runs_the_matching_cells_and_the_rest_later(tmp_path):
     assert (rest.skipped, rest.finished) == (6, 3)
     with pytest.raises(ValueError, match="cells have no label 'colour'"):
         run_grid(cfg, tmp_path / "run", only={"colour": "red"})
+
+
+def test_activethief_cells_keep_every_round(tmp_path):
+    text = (
+        SMALL.split("[[defenses]]")[0].replace("budgets = [60, 120]", "budgets = [40, 80, 120]")
+        + """
+[[defenses]]
+name = "none"
+
+[[attacks]]
+label = "entropy"
+recipe = "activethief"
+params = { selection = "entropy", initial_seed = 40, k = 40 }
+"""
+    )
+    out = tmp_path / "run"
+    run_grid(load_config(write(tmp_path, text, "at.toml")), out)
+    (row,) = [r for r in ResultStore(out / "results.sqlite").rows() if r["kind"] == "attack"]
+    res = row["result"]
+    assert [h["queries"] for h in res["history"]] == [40, 80, 120]  # measured at every round end
+    rounds = res["activethief"]
+    assert rounds["round_queries"] == [40, 80]  # the selection rounds start at these counts
+    assert len(rounds["batch_entropy"]) == 2 and all(h >= 0 for h in rounds["batch_entropy"])
+    assert rounds["stop_at"] is None

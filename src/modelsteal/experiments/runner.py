@@ -336,6 +336,13 @@ def _attack(spec, splits, target, clean_target, defense) -> dict[str, Any]:
     for key in ("mqpi_changed",):
         if key in result.info:
             out[key] = int(result.info[key])
+    rounds = result.info.get("activethief")
+    if isinstance(rounds, dict):  # per round: queries at its start, its batch's mean entropy
+        out["activethief"] = {
+            "round_queries": [int(q) for q in rounds.get("queries", [])],
+            "batch_entropy": [float(h) for h in rounds.get("batch_entropy", [])],
+            "stop_at": rounds.get("stop_at"),
+        }
     return out
 
 
