@@ -199,9 +199,15 @@ def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path
         return None
     cols = min(4, len(defenses))
     n_rows = -(-len(defenses) // cols)
+    single = len(defenses) == 1  # one larger panel with the legend inside (e.g. ActiveThief)
     plt = _plt()
-    fig, axes = plt.subplots(n_rows, cols, figsize=(4.4 * cols, 3.3 * n_rows), squeeze=False)
+    size = (9.0, 5.5) if single else (4.4 * cols, 3.3 * n_rows)
+    fig, axes = plt.subplots(n_rows, cols, figsize=size, squeeze=False)
+    n_lines = max(sum(1 for k in summary["groups"] if k[0] == d) for d in defenses)
+    colors = plt.get_cmap("tab20" if n_lines > 10 else "tab10").colors
+    several = len({k[1] for k in summary["groups"]}) > 1  # strategies: name them in the legend
     for ax, defense in zip(axes.flat, defenses, strict=False):
+        ax.set_prop_cycle(color=colors)
         for (d, strategy, attack), cells in summary["groups"].items():
             if d != defense:
                 continue
@@ -216,7 +222,7 @@ def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path
                     xs,
                     [statistics.fmean(by_q[q]) for q in xs],
                     marker=".",
-                    label=f"{strategy} / {attack}",
+                    label=f"{strategy} / {attack}" if several else attack,
                 )
         ax.set_title(defense, fontsize=9)
         ax.set_xlabel("queries")
@@ -225,9 +231,13 @@ def plot_queries(path: Path, summary: Mapping[str, Any], *, metric: str) -> Path
     for ax in list(axes.flat)[len(defenses) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if handles and single:
+        axes.flat[0].legend(fontsize=8, loc="lower right", ncol=2 if len(labels) > 6 else 1)
+        fig.tight_layout()
+    else:
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
