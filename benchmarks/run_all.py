@@ -27,6 +27,7 @@ SCRIPTS = [
     ["activethief.py", "--data", "digits", "--seeds", "0", "1", "2"],
     ["multiplicity.py"],
     ["imitation_examples.py"],
+    ["imitation_side_information.py"],
     ["imitation_mnist.py"],
 ]
 

@@ -41,3 +41,22 @@ def shared_data_dir() -> Path | None:
         if (path / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
             return path
     return None
+
+
+@pytest.fixture
+def privacy_cli():
+    """Invoke ``modelsteal privacy ...``: returns (result, output)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from modelsteal.privacy.cli import privacy_app
+
+    app = typer.Typer()
+    app.add_typer(privacy_app, name="privacy")
+    runner = CliRunner()
+
+    def invoke(*args):
+        result = runner.invoke(app, ["privacy", *map(str, args)])
+        return result, result.output
+
+    return invoke

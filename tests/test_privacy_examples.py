@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
 from sklearn.tree import DecisionTreeRegressor
-from typer.testing import CliRunner
 
 from modelsteal.errors import InputValidationError, InvalidParameterError
 from modelsteal.privacy import (
@@ -29,7 +27,6 @@ from modelsteal.privacy import (
     span_error,
     tree_order_from_basis,
 )
-from modelsteal.privacy.cli import privacy_app
 
 
 def _ols():
@@ -201,38 +198,25 @@ def test_example_parameters_are_validated():
 # --------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def cli():
-    app = typer.Typer()
-    app.add_typer(privacy_app, name="privacy")
-    runner = CliRunner()
-
-    def invoke(*args):
-        result = runner.invoke(app, ["privacy", *map(str, args)])
-        return result, result.output
-
-    return invoke
-
-
-def test_cli_example_prints_a_table_and_writes_json(cli, tmp_path):
+def test_cli_example_prints_a_table_and_writes_json(privacy_cli, tmp_path):
     out = tmp_path / "rows.json"
-    result, text = cli(
+    result, text = privacy_cli(
         "example", "--example", 7, "--n", "100,300", "--repeats", 1, "--tasks", 3, "--out", out
     )
     assert result.exit_code == 0, text
     assert "Example 7" in text and "released feature" in text
     rows = json.loads(out.read_text())
     assert [r["n"] for r in rows] == [100, 100, 300, 300]
-    result, text = cli(
+    result, text = privacy_cli(
         "example", "--example", 3, "--n", 50, "--k1", "2,3", "--param", "p=3", "--repeats", 1
     )
     assert result.exit_code == 0, text
     assert "covariance" in text and "k1" in text
 
 
-def test_cli_assisted_on_diabetes(cli, tmp_path):
+def test_cli_assisted_on_diabetes(privacy_cli, tmp_path):
     out = tmp_path / "assisted.json"
-    result, text = cli("assisted", "--data", "diabetes", "--rounds", 3, "--out", out)
+    result, text = privacy_cli("assisted", "--data", "diabetes", "--rounds", 3, "--out", out)
     assert result.exit_code == 0, text
     payload = json.loads(out.read_text())
     assert payload["alice"] == ["age", "sex", "bmi", "bp"] and len(payload["bob"]) == 6
@@ -240,7 +224,7 @@ def test_cli_assisted_on_diabetes(cli, tmp_path):
     assert last["assisted"] < last["alice_alone"]
 
 
-def test_cli_assisted_on_a_csv(cli, tmp_path):
+def test_cli_assisted_on_a_csv(privacy_cli, tmp_path):
     path = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 3))
@@ -250,7 +234,7 @@ def test_cli_assisted_on_a_csv(cli, tmp_path):
         *(",".join(f"{v:.6f}" for v in (*r, t)) for r, t in zip(x, y, strict=True)),
     ]
     path.write_text("\n".join(rows) + "\n")
-    result, text = cli("assisted", "--data", path, "--alice-columns", "a", "--rounds", 4)
+    result, text = privacy_cli("assisted", "--data", path, "--alice-columns", "a", "--rounds", 4)
     assert result.exit_code == 0, text
     assert "Bob: b, c" in text
 
@@ -267,7 +251,7 @@ def test_cli_assisted_on_a_csv(cli, tmp_path):
         (("assisted", "--data", "iris"), "--data must be"),
     ],
 )
-def test_cli_errors_are_one_clear_line(cli, args, message):
-    result, text = cli(*args)
+def test_cli_errors_are_one_clear_line(privacy_cli, args, message):
+    result, text = privacy_cli(*args)
     assert result.exit_code == 2
     assert message in " ".join(text.split())

@@ -31,7 +31,7 @@ from modelsteal._checks import check_float, check_int
 from modelsteal.attacks._base import AttackState
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.errors import InvalidParameterError
-from modelsteal.models import TrainConfig, build_model, soft_cross_entropy
+from modelsteal.models import TrainConfig, build_model, make_optimizer, soft_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,7 @@ def train_s4l(
     """
     X_t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
     T = torch.from_numpy(np.ascontiguousarray(Y, dtype=np.float32))
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
+    opt = make_optimizer(model, config)
     gen = torch.Generator().manual_seed(seed)
     n = len(X_t)
     model.train()

@@ -39,7 +39,7 @@ from torch import nn
 from modelsteal._checks import check_float, check_int
 from modelsteal.defenses._base import DEFENSES, Defense
 from modelsteal.errors import InputValidationError, InvalidParameterError
-from modelsteal.models import TrainConfig, soft_cross_entropy
+from modelsteal.models import TrainConfig, make_optimizer, soft_cross_entropy
 
 _RCE_EPS = 1e-7  # the reference's guard in −log(1 − p_y + 1e-7)
 
@@ -274,14 +274,7 @@ def _joint_training(
             f"X_in rows have shape {tuple(x_in.shape[1:])} but X_ood rows have shape "
             f"{tuple(x_ood.shape[1:])}; both go through the same model."
         )
-    if config.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-        )
+    opt = make_optimizer(model, config)
     gen = torch.Generator().manual_seed(seed)
     bs = config.batch_size
     ood_order = torch.randperm(len(x_ood), generator=gen)

@@ -98,6 +98,15 @@ class TrainConfig:
             )
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names for ``model`` (Adam, or SGD with momentum 0.9)."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+    )
+
+
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of −Σ_k t_k log softmax(z)_k; one-hot targets give ordinary cross-entropy."""
     return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
@@ -139,14 +148,7 @@ def train_model(
         )
     with on_compute_device(model) as device:
         X_t, T = X_t.to(device), T.to(device)
-        if config.optimizer == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(
-                model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-            )
-        else:
-            opt = torch.optim.SGD(
-                model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
-            )
+        opt = make_optimizer(model, config)
         gen = torch.Generator().manual_seed(seed)
         n = len(X_t)
         model.train()

@@ -1,7 +1,8 @@
 """Imitation privacy: how closely a module can be imitated, and (ε, δ)-privacy estimates.
 
-Also assisted learning (two parties with different columns of the same records) and the paper's
-Examples 3, 4, 6 and 7 of imitations in assisted learning, as measurable functions.
+Also assisted learning (two parties with different columns of the same records), the paper's
+Examples 3, 4, 6 and 7 of imitations in assisted learning, as measurable functions, and ρ against
+the imitator's budget and side information (model class, data distribution).
 """
 
 from modelsteal.privacy.assisted import (
@@ -39,10 +40,12 @@ from modelsteal.privacy.imitation import (
     multi_task_privacy,
     privacy_probability,
 )
+from modelsteal.privacy.side_information import LEVELS, side_information_curve
 
 __all__ = [
     "EXAMPLES",
     "LEARNERS",
+    "LEVELS",
     "AssistedLearning",
     "Imitation",
     "LinearMapImitation",
@@ -67,6 +70,7 @@ __all__ = [
     "privacy_probability",
     "recover_span",
     "run_example",
+    "side_information_curve",
     "span_basis",
     "span_error",
     "tree_order_from_basis",
