@@ -197,10 +197,14 @@ def main() -> None:
         type=Path,
         help="read the runs of an ActiveThief grid from this `modelsteal run` folder",
     )
+    parser.add_argument(
+        "--partial", action="store_true", help="with --from-store: report an unfinished grid"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     if args.from_store is not None:
-        return _report(*_from_store(args.from_store, args.budgets), started=started)
+        meta, runs = _from_store(args.from_store, args.budgets, partial=args.partial)
+        return _report(meta, runs, started=started)
     cfg = dict(SETTINGS[args.data])
     if args.budgets:
         cfg["budgets"] = sorted(args.budgets)
@@ -306,7 +310,9 @@ def main() -> None:
     _report(meta, runs, started=started)
 
 
-def _from_store(folder: Path, budgets: list[int] | None) -> tuple[dict[str, Any], list]:
+def _from_store(
+    folder: Path, budgets: list[int] | None, *, partial: bool = False
+) -> tuple[dict[str, Any], list]:
     """The runs of an ActiveThief grid in a `modelsteal run` folder, as :func:`_job` returns them."""
     import tomllib
 
@@ -347,10 +353,12 @@ def _from_store(folder: Path, budgets: list[int] | None) -> tuple[dict[str, Any]
         )
     expected = sum(1 for c in config.cells() if c.kind == "attack")
     if len(runs) < expected or failed:
-        raise SystemExit(
-            f"{folder}: {len(runs)} of {expected} attack cells finished ({len(failed)} failed); "
-            "run the grid to the end first"
+        message = (
+            f"{folder}: {len(runs)} of {expected} attack cells finished ({len(failed)} failed)"
         )
+        if not partial:
+            raise SystemExit(message + "; run the grid to the end first (or pass --partial)")
+        print(message + "; reporting those", flush=True)
     params = config.attack["params"]
     splits = load_splits(
         config.data["name"],
@@ -380,7 +388,9 @@ def _from_store(folder: Path, budgets: list[int] | None) -> tuple[dict[str, Any]
         "configs": configs,
         "derive_stops": True,
         "command": f"python benchmarks/activethief.py --from-store {folder}"
-        + (" --budgets " + " ".join(map(str, sorted(budgets))) if budgets else ""),
+        + (" --budgets " + " ".join(map(str, sorted(budgets))) if budgets else "")
+        + (" --partial" if partial else ""),
+        "cells": {"finished": len(runs), "expected": expected},
         "grid_seconds": float(sum(r["seconds"] for r in runs)),
         "write": True,
         "machine": {"python": platform.python_version(), "torch": torch.__version__},
