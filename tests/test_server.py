@@ -367,7 +367,8 @@ def start_server(model: Path, state: Path, port: int, *args: str) -> subprocess.
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
+    # Generous: starting Python, torch and uvicorn takes seconds, far longer on a busy machine.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
@@ -377,7 +378,7 @@ def start_server(model: Path, state: Path, port: int, *args: str) -> subprocess.
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("server did not start within 30 s")
+    raise RuntimeError("server did not start within 120 s")
 
 
 @pytest.fixture(scope="module")
