@@ -250,3 +250,24 @@ def test_steal_passes_recipe_parameters(digits_target, tmp_path):
         "60",
     )
     assert result.exit_code == 2 and "'selection' parameter" in " ".join(out.split())
+
+
+def test_steal_strategy_and_seeding_options(digits_target, tmp_path):
+    args = ("steal", "--target", digits_target, "--budgets", "60,120", "--epochs", "2")
+    result, out = invoke(
+        *args,
+        "--recipe",
+        "activethief",
+        "--strategy",
+        "entropy+kcenter",
+        "--seeding",
+        "cluster",
+        "--out",
+        tmp_path / "r",
+    )
+    assert result.exit_code == 0, out
+    rows = list(csv.DictReader((tmp_path / "r" / "history.csv").open()))
+    assert [int(r["queries"]) for r in rows] == [60, 120]
+    result, out = invoke(*args, "--recipe", "knockoff", "--seeding", "cluster")
+    assert result.exit_code == 2
+    assert "has no 'seeding' parameter" in " ".join(out.split())

@@ -146,6 +146,31 @@ def train(
     )
 
 
+def _strategy_params(recipe: str, strategy: str | None, seeding: str | None) -> dict[str, Any]:
+    """``--strategy``/``--seeding`` as recipe parameters: ActiveThief calls its strategy
+    ``selection``; other recipes that take a query strategy call it ``strategy``."""
+    import inspect
+
+    from modelsteal.attacks import RECIPES
+
+    accepted = inspect.signature(RECIPES.get(recipe)).parameters
+    params: dict[str, Any] = {}
+    for option, value, names in (
+        ("--strategy", strategy, ("selection", "strategy")),
+        ("--seeding", seeding, ("seeding",)),
+    ):
+        if value is None:
+            continue
+        name = next((n for n in names if n in accepted), None)
+        if name is None:
+            raise typer.BadParameter(
+                f"recipe {recipe!r} has no {' or '.join(repr(n) for n in names)} parameter; "
+                f"drop {option}."
+            )
+        params[name] = value
+    return params
+
+
 @app.command()
 @friendly
 def steal(
@@ -166,6 +191,16 @@ def steal(
     data: Annotated[
         str | None,
         typer.Option(help="Data set or file (default: the one the target was trained on)."),
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="activethief: the selection strategy (e.g. entropy+kcenter); recipes with a "
+            "query strategy: its name (e.g. jbda_tr)."
+        ),
+    ] = None,
+    seeding: Annotated[
+        str | None, typer.Option(help="activethief: random, cluster or kmeans_input.")
     ] = None,
     substitute: Annotated[str, typer.Option(help="Substitute architecture.")] = "auto",
     epochs: Annotated[int, typer.Option(help="Substitute training epochs.")] = 20,
@@ -228,7 +263,12 @@ def steal(
             victim,
             splits,
             recipe=recipe,
-            recipe_params={"substitute": substitute, "epochs": epochs, **parse_params(param)},
+            recipe_params={
+                "substitute": substitute,
+                "epochs": epochs,
+                **_strategy_params(recipe, strategy, seeding),
+                **parse_params(param),
+            },
             budgets=schedule,
             seed=seed,
             labels_only=labels_only,
