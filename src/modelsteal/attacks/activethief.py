@@ -75,7 +75,7 @@ from modelsteal._checks import check_choice, check_float, check_int
 from modelsteal.attacks._base import STRATEGIES, AttackState, Proposal
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.errors import InvalidParameterError
-from modelsteal.models import build_model, on_compute_device, predict_proba
+from modelsteal.models import on_compute_device, predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -790,9 +790,7 @@ class ActiveThiefTrainer(SubstituteTrainer):
         held_out = run["validation_rows"]
         entry: dict[str, Any] = {"queries": len(X)}
         if held_out is None:  # only the validation split has been asked: nothing to train on
-            model = build_model(
-                self.architecture(input_shape), input_shape, n_classes, seed=seed, **self.params
-            )
+            model = self.new_model(input_shape, n_classes, seed)
             model.eval()
             run["training"].append({**entry, "train_rows": 0, "validation_rows": len(X)})
             return model

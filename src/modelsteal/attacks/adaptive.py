@@ -18,9 +18,8 @@ The recoveries live in :mod:`modelsteal.attacks.bayes` (partial Bayes) and
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,7 @@ from modelsteal._checks import check_float, check_int
 from modelsteal.attacks._base import AttackState
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.errors import InvalidParameterError
-from modelsteal.models import TrainConfig, build_model, make_optimizer, soft_cross_entropy
+from modelsteal.models import TrainConfig, make_optimizer, soft_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +256,11 @@ class S4LTrainer(SubstituteTrainer):
         if not _square_image(input_shape):
             log.info("S4L: inputs of shape %s are not square images: plain loss.", input_shape)
             return super().fit(X, Y, input_shape=input_shape, n_classes=n_classes, seed=seed)
-        net = build_model(
-            self.architecture(input_shape), input_shape, n_classes, seed=seed, **self.params
-        )
+        net = self.new_model(input_shape, n_classes, seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = RotationModel(net)
-        steps_per_epoch = math.ceil(len(X) / self.config.batch_size)
-        epochs = max(self.config.epochs, math.ceil(self.min_steps / steps_per_epoch))
-        config = replace(self.config, epochs=epochs)
-        return train_s4l(model, X, Y, config=config, weight=self.weight, seed=seed)
+        return train_s4l(model, X, Y, config=self.config_for(len(X)), weight=self.weight, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------

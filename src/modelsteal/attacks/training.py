@@ -45,6 +45,18 @@ class SubstituteTrainer:
     def architecture(self, input_shape: Sequence[int]) -> str:
         return default_architecture(input_shape) if self.arch == "auto" else self.arch
 
+    def new_model(self, input_shape: Sequence[int], n_classes: int, seed: int) -> nn.Module:
+        """The substitute's architecture, initialised from ``seed``."""
+        return build_model(
+            self.architecture(input_shape), input_shape, n_classes, seed=seed, **self.params
+        )
+
+    def config_for(self, n_rows: int) -> TrainConfig:
+        """``config`` with enough epochs for at least ``min_steps`` steps on ``n_rows`` rows."""
+        steps_per_epoch = math.ceil(n_rows / self.config.batch_size)
+        epochs = max(self.config.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        return replace(self.config, epochs=epochs)
+
     def fit(
         self,
         X: np.ndarray,
@@ -54,13 +66,8 @@ class SubstituteTrainer:
         n_classes: int,
         seed: int,
     ) -> nn.Module:
-        model = build_model(
-            self.architecture(input_shape), input_shape, n_classes, seed=seed, **self.params
-        )
-        steps_per_epoch = math.ceil(len(X) / self.config.batch_size)
-        epochs = max(self.config.epochs, math.ceil(self.min_steps / steps_per_epoch))
-        config = replace(self.config, epochs=epochs)
-        return train_model(model, X, Y, config=config, seed=seed)
+        model, _ = self.fit_validated(X, Y, input_shape=input_shape, n_classes=n_classes, seed=seed)
+        return model
 
     def fit_validated(
         self,
@@ -82,14 +89,10 @@ class SubstituteTrainer:
         agree best with ``y_val``'s labels is kept (see :func:`train_early_stopped`). The
         optimiser starts afresh either way. With neither, this is :meth:`fit` exactly.
         """
-        model = build_model(
-            self.architecture(input_shape), input_shape, n_classes, seed=seed, **self.params
-        )
+        model = self.new_model(input_shape, n_classes, seed)
         if init is not None:
             model.load_state_dict(copy.deepcopy(init.state_dict()))
-        steps_per_epoch = math.ceil(len(X) / self.config.batch_size)
-        epochs = max(self.config.epochs, math.ceil(self.min_steps / steps_per_epoch))
-        config = replace(self.config, epochs=epochs)
+        config = self.config_for(len(X))
         if validation is None:
             return train_model(model, X, Y, config=config, seed=seed), None
         x_val, y_val = validation
