@@ -50,6 +50,7 @@ import torch
 
 import modelsteal.attacks.recipes.activethief_pal_2020  # noqa: F401  (registers the recipe)
 from modelsteal.attacks import build_recipe, extract
+from modelsteal.attacks.activethief import entropy_stop
 from modelsteal.data import load_splits
 from modelsteal.metrics import accuracy
 from modelsteal.models import (
@@ -157,7 +158,7 @@ def derived_stop(batch_entropy: list[float], round_queries: list[int], alpha: fl
     the run ends there without asking round ``i``: the stop is ``round_queries[i]``.
     """
     for i in range(2, len(batch_entropy)):
-        if abs(batch_entropy[i - 2] - batch_entropy[i - 1]) <= alpha:
+        if entropy_stop(batch_entropy[:i], alpha):
             return int(round_queries[i])
     return None
 
