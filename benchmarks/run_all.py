@@ -25,6 +25,8 @@ SCRIPTS = [
     ["adaptive_recovery.py"],
     ["knockoff_adaptive.py"],
     ["activethief.py", "--data", "digits", "--seeds", "0", "1", "2"],
+    ["activethief_timing.py"],
+    ["dfal_classes.py"],
     ["multiplicity.py"],
     ["imitation_examples.py"],
     ["imitation_side_information.py"],

@@ -53,8 +53,9 @@ keeps ``candidates · n`` (the strategy does not know the budget). DeepFool uses
 (the original 0.01), and DFAL's early stop above rests on margin order, not a proof. Each
 DeepFool step looks for the nearest boundary among the 3 classes of highest logit other than the
 current one (``dfal_classes=3``; None considers all, as the original): on 6,000 MNIST pool rows
-and a CNN substitute this chose the same 600 nearest rows as all classes (2,559 of the 2,560
-nearest; median distance difference 0) at 1.9x the speed.
+and a CNN substitute this chose the same 600 nearest rows as all classes (2,558 of the 2,560
+nearest; median distance difference 0) at 2.2x the speed
+(``benchmarks/dfal_classes.py``).
 """
 
 from __future__ import annotations
