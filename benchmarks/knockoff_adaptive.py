@@ -2,13 +2,15 @@
 
 The target is the project's MNIST CNN trained 3 epochs on ``target_train``. The attacker's pool
 is 10,000 rows of the MNIST ``attacker_pool`` and the 10,000 KMNIST test images, shuffled
-together (the attacker does not know which is which). Both strategies query the same pool at the
+together (the attacker does not know which is which); ``--mnist-rows`` and ``--ood-rows`` change
+the mix. Both strategies query the same pool at the
 same budgets, with the same substitute trainer, for each seed. Reported: fidelity and accuracy on
 the MNIST test set, the share of MNIST rows among the queries, and the policy's mass on the
 clusters that are mostly MNIST. Writes ``benchmarks/results/knockoff_adaptive.{json,md,png}``.
 About 9 minutes on 2 shared CPU cores (3 once the target is cached in runs/).
 
     python benchmarks/knockoff_adaptive.py [--data-dir DIR] [--seeds 0 1] [--budgets 1000 2000 4000]
+        [--mnist-rows 2000 --ood-rows 10000 --tag _mnist2k]
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def main() -> None:
     parser.add_argument("--reward", default=ADAPTIVE["reward"])
     parser.add_argument("--alpha", type=float, default=ADAPTIVE["alpha"])
     parser.add_argument("--n-clusters", type=int, default=ADAPTIVE["n_clusters"])
+    parser.add_argument(
+        "--mnist-rows", type=int, default=10_000, help="in-domain rows of the pool (MNIST)"
+    )
+    parser.add_argument(
+        "--ood-rows", type=int, default=10_000, help="out-of-domain rows of the pool (KMNIST)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the result files' names")
     parser.add_argument(
         "--labels-only", action="store_true", help="the target answers top-1 labels only"
@@ -97,8 +105,17 @@ def main() -> None:
     )
 
     mix = np.random.default_rng(12345)
-    mnist = splits.attacker_pool.X[mix.choice(len(splits.attacker_pool), 10_000, replace=False)]
-    kmnist = splits.ood.X[:10_000]
+    if not 0 < args.mnist_rows <= len(splits.attacker_pool) or not 0 <= args.ood_rows <= len(
+        splits.ood
+    ):
+        sys.exit(
+            f"--mnist-rows must be in [1, {len(splits.attacker_pool)}] and --ood-rows in "
+            f"[0, {len(splits.ood)}]; got {args.mnist_rows} and {args.ood_rows}."
+        )
+    mnist = splits.attacker_pool.X[
+        mix.choice(len(splits.attacker_pool), args.mnist_rows, replace=False)
+    ]
+    kmnist = splits.ood.X[: args.ood_rows]
     order = mix.permutation(len(mnist) + len(kmnist))
     pool = np.concatenate([mnist, kmnist])[order]
     in_domain = order < len(mnist)  # analysis only: the attacker never sees it
