@@ -388,3 +388,18 @@ params = { selection = "entropy", initial_seed = 40, k = 40 }
     assert rounds["round_queries"] == [40, 80]  # the selection rounds start at these counts
     assert len(rounds["batch_entropy"]) == 2 and all(h >= 0 for h in rounds["batch_entropy"])
     assert rounds["stop_at"] is None
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid(path):
+    """Every config in configs/ parses and expands (no data is loaded)."""
+    if path.name.startswith("multiplicity_"):
+        from modelsteal.multiplicity.tasks import load_config as load_task_config
+
+        load_task_config(path)
+        return
+    config = load_config(path)
+    cells = config.cells()
+    assert cells and len({cell.key for cell in cells}) == len(cells)
