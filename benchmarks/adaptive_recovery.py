@@ -9,8 +9,15 @@ ModelGuard-S ε = 1, each a fresh instance), the recovery distance mean ‖ỹ �
 - ``pbayes``: partial Bayes, table centred on the returned vectors (K = 20, s = 8·C, ℓ1, τ = 0.01);
 - ``pbayes_refine3``: the same with 3 re-centred rounds (our extension);
 - ``pbayes_substitute``: centred on a naive substitute's predictions on the queried inputs;
+- ``substitute_top1``: no table, the predictions themselves of a substitute trained on the top-1
+  class of the returned vectors (one-hot targets) — the baseline for the next two rows;
+- ``pbayes_substitute_top1``: partial Bayes centred on that substitute's predictions;
+- ``pbayes_mix``: the equal mixture of the ``pbayes`` and ``pbayes_substitute_top1``
+  neighbourhoods, ``centre=("returned", "substitute_top1")``;
 - ``ddae_plus``: the D-DAE restorer trained on the ``pbayes`` table (``_refine3``: on the
   ``pbayes_refine3`` table);
+- ``ddae_plus_mix``: the restorer trained on the ``pbayes_mix`` table; ``ddae_plus_mix_top1``:
+  the same, the restorer also fed the answer's one-hot top-1 class (``top1_input=True``);
 - ``ddae``: the restorer trained on 5 shadow MLPs, fitted on 150 labelled pool rows;
 - ``pbayes_oracle``: **upper bound, not an attack**: centred on the target's clean outputs, as
   the reference code does.
@@ -37,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from modelsteal.attacks import AttackState
 from modelsteal.attacks.adaptive import RepeatQuerier
@@ -74,6 +82,17 @@ def cluster_mean(returned: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return (sums / np.bincount(inverse)[:, None])[inverse]
 
 
+def coverage(table, returned: np.ndarray) -> float:
+    """Median ℓ1 distance from a returned row to the nearest perturbed entry with its top-1."""
+    out = np.full(len(returned), np.inf)
+    row_key, entry_key = returned.argmax(axis=1), table.clean.argmax(axis=1)
+    for k in np.unique(row_key):
+        entries = table.perturbed[entry_key == k]
+        if len(entries):
+            out[row_key == k] = cKDTree(entries).query(returned[row_key == k], k=1, p=1)[0]
+    return float(np.median(out))
+
+
 def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
     rows: dict[str, dict[str, float]] = {"raw": distances(returned, clean)}
     timings: dict[str, float] = {}
@@ -84,8 +103,17 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
         timings[label] = time.perf_counter() - t
         rows[label] = distances(rec, clean)
 
-    timed("pbayes", lambda: PartialBayes(name, params, seed=0)(returned, x))
-    timed("pbayes_refine3", lambda: PartialBayes(name, params, refine=3, seed=0)(returned, x))
+    def pbayes(**kw):
+        rec = PartialBayes(name, params, seed=0, **kw)
+        out = rec(returned, x)
+        covered[kw.get("centre", "returned") if "refine" not in kw else "refine3"] = coverage(
+            rec.table(), returned
+        )
+        return out
+
+    covered: dict[str, float] = {}
+    timed("pbayes", lambda: pbayes())
+    timed("pbayes_refine3", lambda: pbayes(refine=3))
 
     def substitute_centred():
         sub = SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300).fit(
@@ -97,13 +125,45 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
 
     timed("pbayes_substitute", substitute_centred)
 
-    def ddae_plus(refine):
-        rec = DDAEPlus(name, params, refine=refine, epochs=epochs, seed=0)
+    def top1_substitute():
+        # The attacker's own model, trained on the top-1 class of each answer (one-hot).
+        top1 = np.eye(clean.shape[1])[returned.argmax(axis=1)]
+        return SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300).fit(
+            x, top1, input_shape=x.shape[1:], n_classes=clean.shape[1], seed=0
+        )
+
+    t = time.perf_counter()
+    sub_top1 = top1_substitute()
+    timings["substitute_top1_fit"] = time.perf_counter() - t
+    mix = ("returned", "substitute_top1")
+    models = {"substitute_top1": sub_top1}
+    rows["substitute_top1"] = distances(predict_proba(sub_top1, x), clean)
+    timed(
+        "pbayes_substitute_top1",
+        lambda: PartialBayes(name, params, centre="substitute_top1", centre_model=sub_top1, seed=0)(
+            returned, x
+        ),
+    )
+    timed("pbayes_mix", lambda: pbayes(centre=mix, centre_model=models))
+
+    def ddae_plus(refine, *, centre="returned", top1_input=False):
+        rec = DDAEPlus(
+            name,
+            params,
+            centre=centre,
+            centre_model=models if centre != "returned" else None,
+            refine=refine,
+            top1_input=top1_input,
+            epochs=epochs,
+            seed=0,
+        )
         rec.fit_returned(returned, x)
         return rec(returned, x)
 
     timed("ddae_plus", lambda: ddae_plus(0))
     timed("ddae_plus_refine3", lambda: ddae_plus(3))
+    timed("ddae_plus_mix", lambda: ddae_plus(0, centre=mix))
+    timed("ddae_plus_mix_top1", lambda: ddae_plus(0, centre=mix, top1_input=True))
 
     def ddae():
         rec = DDAE(name, params, shadows=5, shadow_epochs=30, epochs=epochs, seed=0)
@@ -114,10 +174,12 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
         return restore(rec.restorer_, returned)
 
     timed("ddae", ddae)
-    timed(
-        "pbayes_oracle",
-        lambda: PartialBayes(name, params, centre="oracle_clean", clean=clean, seed=0)(returned, x),
-    )
+    timed("pbayes_oracle", lambda: pbayes(centre="oracle_clean", clean=clean))
+    rows["coverage"] = {
+        "returned": covered["returned"],
+        "mix": covered[mix],
+        "oracle": covered["oracle_clean"],
+    }
     if name == "modelguard_s":
         rows["cluster_mean"] = distances(cluster_mean(returned, clean), clean)
     return rows, timings
@@ -178,8 +240,13 @@ def markdown(result: dict) -> str:
         "pbayes",
         "pbayes_refine3",
         "pbayes_substitute",
+        "substitute_top1",
+        "pbayes_substitute_top1",
+        "pbayes_mix",
         "ddae_plus",
         "ddae_plus_refine3",
+        "ddae_plus_mix",
+        "ddae_plus_mix_top1",
         "ddae",
         "pbayes_oracle",
         "cluster_mean",
@@ -194,6 +261,15 @@ def markdown(result: dict) -> str:
             cells.append("—" if r is None else f"{r['l2']:.3f} ({r['l1']:.3f})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += [
+        "",
+        "Coverage: median ℓ1 distance from a returned vector to the nearest perturbed table entry "
+        "with its top-1 (tables of `pbayes`, `pbayes_mix`, `pbayes_oracle`): "
+        + "; ".join(
+            f"{d}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in result["recovery"][d]["coverage"].items())
+            for d in names
+        )
+        + ".",
         "",
         "`cluster_mean` (ModelGuard-S only): each answer replaced by the mean clean row of the "
         "queries that got it — the ideal Bayes estimator on this query set; `raw` under "
@@ -264,7 +340,7 @@ def main() -> None:
         returned = build_defense(name, **params).perturb(clean, x=x)
         rows, secs = recoveries(name, params, x, clean, returned, side, epochs=epochs, quick=False)
         result["recovery"][name], result["seconds"][name] = rows, secs
-        print(name, {k: round(v["l2"], 3) for k, v in rows.items()}, flush=True)
+        print(name, {k: round(v["l2"], 3) for k, v in rows.items() if "l2" in v}, flush=True)
     result["mqpi"] = mqpi(target, x, clean)
     print(result["mqpi"], flush=True)
     n_table = 100_000 if args.quick else 1_000_000

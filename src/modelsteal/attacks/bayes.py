@@ -11,9 +11,19 @@ Centres (``centre=``):
 - ``"returned"`` (default): the returned vectors themselves;
 - ``"substitute"``: the predictions, on the queried inputs, of a substitute trained naively on the
   returned vectors (trained in :meth:`PartialBayes.prepare`, or given as ``centre_model``);
+- ``"substitute_top1"``: the same, but the substitute is trained on the top-1 class of each
+  returned vector (one-hot targets). For a defense that keeps the argmax this label is exact, and
+  the substitute's confidence is its own, not the flattened confidence of the answers;
 - ``"oracle_clean"``: the target's clean outputs, passed explicitly as ``clean=``. **An upper
   bound only**: the attacker cannot have them. This is what the reference code does
   (``Table_Recover`` samples around ``blackbox(x, return_origin=True)``).
+
+A tuple of names, e.g. ``centre=("returned", "substitute_top1")``, draws ``samples_per_query``
+entries around each of them: the prior is the equal mixture of the neighbourhoods, and the matching
+weighs each part by how well it explains the answer. This matters for defenses that move the
+answer far from the clean row (ModelGuard-W: ℓ1 = ε, with mass sent to the least likely class):
+the neighbourhood of the answer then holds almost no clean row whose perturbation lands near it,
+while the neighbourhood of a top-1 substitute does.
 
 Matching is vectorised: the table is split by clean top-1 class when the defense preserves the
 argmax, identical perturbed entries are merged (a quantizer maps many clean rows to one answer),
@@ -41,7 +51,8 @@ from modelsteal.errors import InputValidationError, InvalidParameterError
 
 log = logging.getLogger(__name__)
 
-CENTRES = ("returned", "substitute", "oracle_clean")
+CENTRES = ("returned", "substitute", "substitute_top1", "oracle_clean")
+SUBSTITUTE_CENTRES = ("substitute", "substitute_top1")
 _MIN_ALPHA = 1e-3  # Dirichlet parameters must be > 0; exact zeros in a centre get this much
 
 
@@ -207,8 +218,8 @@ class PartialBayes:
         The defense the target runs, by registry name and parameters (the attacker knows it).
     centre:
         Where the Dirichlet neighbourhoods are centred: ``"returned"`` (default),
-        ``"substitute"`` or ``"oracle_clean"`` (an upper bound; needs ``clean``). See the module
-        docstring.
+        ``"substitute"``, ``"substitute_top1"`` or ``"oracle_clean"`` (an upper bound; needs
+        ``clean``), or a tuple of these for a mixture. See the module docstring.
     samples_per_query:
         Table entries drawn around each queried row (the paper's K = 20).
     concentration:
@@ -218,8 +229,10 @@ class PartialBayes:
     clean:
         The target's clean outputs, in query order, for ``centre="oracle_clean"`` only.
     centre_model, trainer:
-        For ``centre="substitute"``: a model to centre on, or the trainer that fits one on the
-        returned vectors in :meth:`prepare` (default: a plain :class:`SubstituteTrainer`).
+        For the substitute centres: a model to centre on (or a dict from centre name to model),
+        or the trainer that fits one in :meth:`prepare` (default: a plain
+        :class:`SubstituteTrainer`), on the returned vectors (``"substitute"``) or on their
+        one-hot top-1 (``"substitute_top1"``).
     refine:
         Extra rounds that draw new neighbourhoods around each row's current estimate and match
         again (0: the paper's single table). Not in the paper; it helps when the returned
@@ -238,7 +251,7 @@ class PartialBayes:
         defense: str = "none",
         defense_params: dict[str, Any] | None = None,
         *,
-        centre: str = "returned",
+        centre: str | tuple[str, ...] = "returned",
         samples_per_query: int = 20,
         concentration: float = 8.0,
         tolerance: float = 0.01,
@@ -253,7 +266,15 @@ class PartialBayes:
         owner = "PartialBayes"
         self.defense = defense
         self.defense_params = dict(defense_params or {})
-        self.centre = check_choice(centre, name="centre", owner=owner, choices=CENTRES)
+        names = (centre,) if isinstance(centre, str) else tuple(centre)
+        if not names or len(set(names)) != len(names):
+            raise InvalidParameterError(
+                "The 'centre' parameter of PartialBayes must be a centre name or a tuple of "
+                f"distinct names from {CENTRES}. Got {centre!r} instead."
+            )
+        for name in names:
+            check_choice(name, name="centre", owner=owner, choices=CENTRES)
+        self.centre = centre if isinstance(centre, str) else names
         self.samples_per_query = check_int(
             samples_per_query, name="samples_per_query", owner=owner, low=1
         )
@@ -263,13 +284,13 @@ class PartialBayes:
         self.tolerance = check_float(tolerance, name="tolerance", owner=owner, low=0)
         self.norm = norm
         _norm_value(norm, owner)
-        if centre == "oracle_clean" and clean is None:
+        if "oracle_clean" in names and clean is None:
             raise InvalidParameterError(
                 "centre='oracle_clean' is the reference code's oracle shortcut (an upper bound: "
                 "an attacker does not have the target's clean outputs) and needs them passed "
                 "explicitly as clean=... . Use centre='returned' or 'substitute' for an attack."
             )
-        if clean is not None and centre != "oracle_clean":
+        if clean is not None and "oracle_clean" not in names:
             raise InvalidParameterError(
                 "clean=... is only used with centre='oracle_clean' (the labelled upper bound)."
             )
@@ -281,6 +302,16 @@ class PartialBayes:
         self.workers = workers
         self._reset(np.random.default_rng(self.seed))
 
+    @property
+    def centres(self) -> tuple[str, ...]:
+        """The centre names, a tuple even for a single centre."""
+        return (self.centre,) if isinstance(self.centre, str) else tuple(self.centre)
+
+    def _centre_model(self, name: str) -> Any:
+        if isinstance(self.centre_model, dict):
+            return self.centre_model.get(name)
+        return self.centre_model
+
     def _reset(self, rng: np.random.Generator) -> None:
         self.rng_ = rng
         self.simulator_ = simulated_defense(self.defense, self.defense_params)
@@ -288,25 +319,37 @@ class PartialBayes:
         self.covered_ = 0
 
     def prepare(self, state: AttackState, rng: np.random.Generator) -> None:
-        """Reseed from the run; for ``centre="substitute"``, fit the centring model."""
+        """Reseed from the run; for the substitute centres, fit the centring models."""
         self._reset(np.random.default_rng(rng.integers(2**63)))
         state.memo["pbayes_centre"] = self.centre
-        if self.centre == "substitute" and self.centre_model is None:
-            from modelsteal.attacks.training import SubstituteTrainer
+        needed = [
+            c for c in self.centres if c in SUBSTITUTE_CENTRES and self._centre_model(c) is None
+        ]
+        if not needed:
+            return
+        from modelsteal.attacks.training import SubstituteTrainer
 
-            trainer = self.trainer if self.trainer is not None else SubstituteTrainer()
-            self.centre_model = trainer.fit(
+        trainer = self.trainer if self.trainer is not None else SubstituteTrainer()
+        answers = state.answers()
+        models = dict(self.centre_model) if isinstance(self.centre_model, dict) else {}
+        for name in needed:
+            targets = answers
+            if name == "substitute_top1":
+                targets = np.eye(state.n_classes)[answers.argmax(axis=1)]
+            models[name] = trainer.fit(
                 state.inputs(),
-                state.answers(),
+                targets,
                 input_shape=state.input_shape,
                 n_classes=state.n_classes,
                 seed=int(rng.integers(2**31)),
             )
+        # A single substitute centre keeps the plain attribute, as before.
+        self.centre_model = models[needed[0]] if self.centre in SUBSTITUTE_CENTRES else models
 
-    def _centres(self, returned: np.ndarray, x: np.ndarray | None) -> np.ndarray:
-        if self.centre == "returned":
+    def _centres(self, name: str, returned: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+        if name == "returned":
             return returned
-        if self.centre == "oracle_clean":
+        if name == "oracle_clean":
             stop = self.covered_ + len(returned)
             if self.clean is None or len(self.clean) < stop:
                 raise InvalidParameterError(
@@ -314,14 +357,15 @@ class PartialBayes:
                     f"clean has {0 if self.clean is None else len(self.clean)}."
                 )
             return self.clean[self.covered_ : stop]
-        if self.centre_model is None or x is None:
+        model = self._centre_model(name)
+        if model is None or x is None:
             raise InvalidParameterError(
-                "centre='substitute' needs a centring model and the queried inputs: run it "
+                f"centre={name!r} needs a centring model and the queried inputs: run it "
                 "through extract() (prepare trains one) or pass centre_model=... and x."
             )
         from modelsteal.models import predict_proba
 
-        return predict_proba(self.centre_model, np.asarray(x))
+        return predict_proba(model, np.asarray(x))
 
     def table(self) -> LookupTable:
         """The table built so far, all parts together."""
@@ -345,17 +389,17 @@ class PartialBayes:
         if new.start == new.stop:
             return
         x_new = None if x is None else np.asarray(x)[new]
-        centres = self._centres(returned[new], x_new)
-        self.tables_.append(
-            build_table(
-                centres,
-                self.simulator_,
-                x=x_new,
-                samples_per_centre=self.samples_per_query,
-                concentration=self.concentration,
-                rng=self.rng_,
+        for name in self.centres:  # one neighbourhood per centre: an equal mixture
+            self.tables_.append(
+                build_table(
+                    self._centres(name, returned[new], x_new),
+                    self.simulator_,
+                    x=x_new,
+                    samples_per_centre=self.samples_per_query,
+                    concentration=self.concentration,
+                    rng=self.rng_,
+                )
             )
-        )
         self.covered_ = len(returned)
 
     def _match(self, returned: np.ndarray) -> np.ndarray:

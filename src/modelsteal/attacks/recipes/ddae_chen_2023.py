@@ -10,7 +10,9 @@ Bayes lookup table. See :mod:`modelsteal.attacks.ddae`.
 
 Departures: no defense detector (the attacker knows the defense); ``shadows=5`` small models
 rather than 20 AlexNets; restorer ``restorer_epochs=50`` rather than 200, to suit CPU runs. The
-D-DAE+ table is centred on the returned vectors, not on the target's clean outputs.
+D-DAE+ table is centred on the returned vectors by default, not on the target's clean outputs;
+``centre=("returned", "substitute_top1")`` with ``top1_input=True`` is the variant that recovers
+ModelGuard-W's answers (see docs/attacks.md, "Recovery distance").
 """
 
 from __future__ import annotations
@@ -75,10 +77,13 @@ def build_plus(
     *,
     defense: str = "none",
     defense_params: dict[str, Any] | None = None,
+    centre: str | tuple[str, ...] | list[str] = "returned",
     samples_per_query: int = 20,
     concentration: float = 8.0,
     refine: int = 0,
     restorer_epochs: int = 50,
+    restorer_loss: str = "l1",
+    top1_input: bool = False,
     strategy: str = "random",
     strategy_params: dict[str, Any] | None = None,
     substitute: str = "auto",
@@ -88,27 +93,34 @@ def build_plus(
     lr: float = 1e-3,
     min_steps: int = 500,
 ) -> Recipe:
-    """D-DAE+: the restorer trained on the partial Bayes lookup table (centred on the answers)."""
+    """D-DAE+: the restorer trained on the partial Bayes lookup table (``centre``: see
+    :class:`~modelsteal.attacks.bayes.PartialBayes`; ``top1_input`` feeds the restorer the
+    answer's top-1 class as well)."""
     chosen, rounds = pool_strategy(strategy, strategy_params)
+    trainer = substitute_trainer(
+        substitute=substitute,
+        substitute_params=substitute_params,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        min_steps=min_steps,
+    )
     return Recipe(
         name="ddae_plus_tang_2024",
         strategy=chosen,
         recovery=DDAEPlus(
             defense,
             defense_params,
+            centre=centre if isinstance(centre, str) else tuple(centre),
             samples_per_query=samples_per_query,
             concentration=concentration,
             refine=refine,
             epochs=restorer_epochs,
+            loss=restorer_loss,
+            top1_input=top1_input,
+            trainer=trainer,
         ),
-        trainer=substitute_trainer(
-            substitute=substitute,
-            substitute_params=substitute_params,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            min_steps=min_steps,
-        ),
+        trainer=trainer,
         rounds=rounds,
         paper="https://arxiv.org/abs/2210.11473",
     )

@@ -7,11 +7,13 @@ table of (clean, perturbed) pairs drawn from Dirichlet neighbourhoods (s = 8·C,
 and perturbed by the known defense, matched in ℓ1 with τ = max(0.01, d_min) — the reference
 scripts' settings. See :class:`modelsteal.attacks.bayes.PartialBayes`.
 
-Departures: the neighbourhoods are centred on the returned vectors (``centre="returned"``) or on a
-naive substitute's predictions (``"substitute"``); the paper and its code centre them on the
-target's clean outputs, which an attacker does not have — available here only as the labelled
-upper bound ``centre="oracle_clean"`` with ``clean=...``. ``refine`` adds re-centred rounds (not
-in the paper). Stateful defenses are simulated on a fresh store.
+Departures: the neighbourhoods are centred on the returned vectors (``centre="returned"``), on a
+naive substitute's predictions (``"substitute"``), on those of a substitute trained on the
+answers' top-1 labels (``"substitute_top1"``), or on an equal mixture (a list of names); the
+paper and its code centre them on the target's clean outputs, which an attacker does not have —
+available here only as the labelled upper bound ``centre="oracle_clean"`` with ``clean=...``.
+``refine`` adds re-centred rounds (not in the paper). Stateful defenses are simulated on a fresh
+store.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def build(
     *,
     defense: str = "none",
     defense_params: dict[str, Any] | None = None,
-    centre: str = "returned",
+    centre: str | tuple[str, ...] | list[str] = "returned",
     samples_per_query: int = 20,
     concentration: float = 8.0,
     tolerance: float = 0.01,
@@ -63,7 +65,7 @@ def build(
         recovery=PartialBayes(
             defense,
             defense_params,
-            centre=centre,
+            centre=centre if isinstance(centre, str) else tuple(centre),
             samples_per_query=samples_per_query,
             concentration=concentration,
             tolerance=tolerance,
