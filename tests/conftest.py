@@ -8,9 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 from sklearn.datasets import load_digits
 
 from modelsteal.models import TrainConfig, build_model, train_model
+
+# Property tests draw the same examples on every run, like every other seeded test; set
+# HYPOTHESIS_PROFILE=explore for fresh random examples.
+settings.register_profile("seeded", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 # The suite runs on two pytest-xdist workers: one torch thread each avoids oversubscribing the
 # two cores. (No test compares results computed under different thread counts.)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from modelsteal.data import (
@@ -277,6 +277,7 @@ def test_bundled_splits_partition_the_data(name, n, shape, domain):
 
 
 @settings(max_examples=60, deadline=None)
+@example(y=[0] * 8, pool=0.5, test=0.95, has_test=False, seed=0)  # the test split takes every row
 @given(
     y=st.lists(st.integers(0, 4), min_size=8, max_size=120),
     pool=st.floats(0.05, 0.95),

@@ -26,6 +26,8 @@ def _stratified_take(
     back in random order.
     """
     n = len(y)
+    if n == 0:  # e.g. a test fraction that took every row: nothing left to split
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     _, codes = np.unique(y, return_inverse=True)
     counts = np.bincount(codes.reshape(-1))
     exact = fraction * counts
