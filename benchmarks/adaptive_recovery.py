@@ -230,7 +230,9 @@ def markdown(result: dict) -> str:
         "",
         f"`{result['command']}` — {result['machine']}; {result['queries']} queries (the attacker "
         "pool), target test accuracy "
-        f"{result['target_accuracy']:.3f}. Mean ‖ỹ − y‖₂ (ℓ1 in brackets); lower is closer to the "
+        f"{result['target_accuracy']:.3f} ({result['target_epochs']} epochs; mean top-1 "
+        f"probability on the queries {result['target_mean_top1']:.3f}). "
+        "Mean ‖ỹ − y‖₂ (ℓ1 in brackets); lower is closer to the "
         "clean vectors. `pbayes_oracle` is an upper bound (centred on the clean outputs), not an "
         "attack.",
         "",
@@ -309,12 +311,23 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small table and few epochs")
+    parser.add_argument(
+        "--target-epochs",
+        type=int,
+        default=30,
+        help="epochs of the target MLP (fewer: a less confident target)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files' names")
     args = parser.parse_args()
     torch.set_num_threads(1)
     splits = load_splits("digits", seed=0, pool_fraction=0.7)
     model = build_model("mlp", splits.input_shape, splits.n_classes, seed=0)
     model = train_model(
-        model, splits.target_train.X, splits.target_train.y, config=TrainConfig(epochs=30), seed=0
+        model,
+        splits.target_train.X,
+        splits.target_train.y,
+        config=TrainConfig(epochs=args.target_epochs),
+        seed=0,
     )
     target = TorchTarget(model, input_shape=splits.input_shape)
     acc = float(
@@ -327,11 +340,18 @@ def main() -> None:
     side = ArraySet(x[pick], splits.attacker_pool.y[pick])  # the attacker's small labelled set
     clean = target.query(x)
     epochs = 20 if args.quick else 100
+    flags = (" --quick" if args.quick else "") + (
+        f" --target-epochs {args.target_epochs}" if args.target_epochs != 30 else ""
+    )
     result = {
-        "command": "python benchmarks/adaptive_recovery.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/adaptive_recovery.py"
+        + flags
+        + (f" --tag {args.tag}" if args.tag else ""),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
         "queries": len(x),
         "target_accuracy": acc,
+        "target_epochs": args.target_epochs,
+        "target_mean_top1": float(clean.max(axis=1).mean()),
         "restorer_epochs": epochs,
         "recovery": {},
         "seconds": {},
@@ -346,7 +366,7 @@ def main() -> None:
     n_table = 100_000 if args.quick else 1_000_000
     result["scaling"] = scaling(n_table, 10_000)
     print(result["scaling"], flush=True)
-    stem = "adaptive_recovery_quick" if args.quick else "adaptive_recovery"
+    stem = ("adaptive_recovery_quick" if args.quick else "adaptive_recovery") + args.tag
     out = HERE / "results"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
