@@ -48,7 +48,13 @@ from scipy.spatial import cKDTree
 
 from modelsteal.attacks import AttackState
 from modelsteal.attacks.adaptive import RepeatQuerier
-from modelsteal.attacks.bayes import PartialBayes, build_table, match_table, simulated_defense
+from modelsteal.attacks.bayes import (
+    PartialBayes,
+    build_table,
+    fit_centre_model,
+    match_table,
+    simulated_defense,
+)
 from modelsteal.attacks.ddae import DDAE, DDAEPlus, restore
 from modelsteal.attacks.training import SubstituteTrainer
 from modelsteal.data import load_splits
@@ -115,25 +121,23 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
     timed("pbayes", lambda: pbayes())
     timed("pbayes_refine3", lambda: pbayes(refine=3))
 
-    def substitute_centred():
-        sub = SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300).fit(
-            x, returned, input_shape=x.shape[1:], n_classes=clean.shape[1], seed=0
+    trainer = SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300)
+
+    def fit_centre(centre):  # the attacker's own model, as PartialBayes.prepare trains it
+        return fit_centre_model(
+            centre, x, returned, trainer=trainer, input_shape=x.shape[1:], seed=0
         )
+
+    def substitute_centred():
+        sub = fit_centre("substitute")
         return PartialBayes(name, params, centre="substitute", centre_model=sub, seed=0)(
             returned, x
         )
 
     timed("pbayes_substitute", substitute_centred)
 
-    def top1_substitute():
-        # The attacker's own model, trained on the top-1 class of each answer (one-hot).
-        top1 = np.eye(clean.shape[1])[returned.argmax(axis=1)]
-        return SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300).fit(
-            x, top1, input_shape=x.shape[1:], n_classes=clean.shape[1], seed=0
-        )
-
     t = time.perf_counter()
-    sub_top1 = top1_substitute()
+    sub_top1 = fit_centre("substitute_top1")
     timings["substitute_top1_fit"] = time.perf_counter() - t
     mix = ("returned", "substitute_top1")
     models = {"substitute_top1": sub_top1}

@@ -38,6 +38,7 @@ attacker never touches the target's store.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +210,30 @@ def match_table(
     return out, counts
 
 
+def fit_centre_model(
+    centre: str,
+    x: np.ndarray,
+    answers: np.ndarray,
+    *,
+    trainer: Any = None,
+    input_shape: Sequence[int],
+    seed: int,
+) -> Any:
+    """The model a substitute centre reads its centres from, trained on the queried inputs ``x``:
+    on the answers themselves (``"substitute"``) or on their one-hot top-1 (``"substitute_top1"``).
+
+    ``trainer`` defaults to a plain :class:`~modelsteal.attacks.training.SubstituteTrainer`.
+    """
+    from modelsteal.attacks.training import SubstituteTrainer
+
+    check_choice(centre, name="centre", owner="fit_centre_model", choices=SUBSTITUTE_CENTRES)
+    answers = np.asarray(answers, dtype=np.float64)
+    n_classes = answers.shape[1]
+    targets = answers if centre == "substitute" else np.eye(n_classes)[answers.argmax(axis=1)]
+    trainer = trainer if trainer is not None else SubstituteTrainer()
+    return trainer.fit(x, targets, input_shape=input_shape, n_classes=n_classes, seed=seed)
+
+
 class PartialBayes:
     """Partial Bayes recovery: a Dirichlet lookup table and tolerance-ball matching.
 
@@ -327,20 +352,15 @@ class PartialBayes:
         ]
         if not needed:
             return
-        from modelsteal.attacks.training import SubstituteTrainer
-
-        trainer = self.trainer if self.trainer is not None else SubstituteTrainer()
         answers = state.answers()
         models = dict(self.centre_model) if isinstance(self.centre_model, dict) else {}
         for name in needed:
-            targets = answers
-            if name == "substitute_top1":
-                targets = np.eye(state.n_classes)[answers.argmax(axis=1)]
-            models[name] = trainer.fit(
+            models[name] = fit_centre_model(
+                name,
                 state.inputs(),
-                targets,
+                answers,
+                trainer=self.trainer,
                 input_shape=state.input_shape,
-                n_classes=state.n_classes,
                 seed=int(rng.integers(2**31)),
             )
         # A single substitute centre keeps the plain attribute, as before.
