@@ -3,8 +3,8 @@
 Measures, in one process, with torch on one thread (per-core cost against per-core cost), at
 batch 1 and 256:
 
-- **ModelGuard-W** for C in {10, 100, 256}: ``solve_modelguard_w`` (its row path at batch 1, the
-  vectorised solver at 256) against one HiGHS LP per row (``solve_modelguard_w_highs``), on
+- **ModelGuard-W** for C in {10, 100, 256}: ``solve_modelguard_w`` (the compiled exact solver)
+  against one HiGHS LP per row (``solve_modelguard_w_highs``), on
   Dirichlet(0.3) rows with ε uniform in [1e-3, 2]; batch 1 is 64 different rows sent one call
   each. Both sides are timed in alternation; the objective gap between the two answers is checked
   on every timed row. Goal: ≥ 100×.

@@ -541,7 +541,7 @@ def test_grid_lookup_decides_as_the_full_scan(norm, epsilon):
         rank, fragile = ms._first_within(q[None], cents, geo, mg._metric)
         expected = (int(rank[0]), bool(fragile[0]))
         assert grid.first_within(q, cents, geo) == expected
-        assert ms._first_within_one(q, cents, geo, mg._metric) == expected
+        assert _reference_first_within(q, cents, geo, mg._metric) == expected
         kinds.add((expected[0] >= 0, expected[1]))
     qs = np.clip(np.array(queries), 0, None)
     qs /= qs.sum(axis=1, keepdims=True)
@@ -550,6 +550,21 @@ def test_grid_lookup_decides_as_the_full_scan(norm, epsilon):
     np.testing.assert_array_equal(rank, ref_rank)
     np.testing.assert_array_equal(fragile, ref_fragile)
     assert {(True, True), (True, False)} <= kinds  # fragile and clear matches both occur
+
+
+def _reference_first_within(q, cents, geo, metric) -> tuple[int, bool]:
+    """The ordered scan's decision from every distance (scipy), written out plainly."""
+    from scipy.spatial.distance import cdist
+
+    d = cdist(q[None], cents, metric)[0]
+    fragile = False
+    for rank, dist in enumerate(d):
+        if dist <= geo.radius + geo.band:
+            if dist > geo.radius - geo.band:
+                fragile = True
+            if dist <= geo.radius:
+                return rank, fragile
+    return -1, fragile
 
 
 def test_long_class_lists_grid_lookups_answer_as_the_full_scan(tmp_path, monkeypatch):

@@ -237,82 +237,50 @@ def test_defense_parameter_errors(params, match):
 
 
 def test_given_top_agrees_with_the_solution_it_describes():
-    """g(T) from the prefix sums equals the objective of the solution built elementwise, and
-    its one-sided slopes match finite differences away from kinks."""
+    """g(T) from the prefix sums equals the objective of the solution built from its structure,
+    and its one-sided slopes match finite differences away from kinks."""
     from modelsteal.defenses import modelguard_w as mw
 
     rng = np.random.default_rng(5)
+    m, floor, h = 1e-4, 1e-6, 1e-7
+    checked = kinks = 0
     for c in (3, 10, 100):
         y = _hard_rows(rng, 48, c)
-        eps = rng.uniform(0.0, 2.0, size=len(y))
-        ids = np.arange(len(y))
-        top = y.argmax(axis=1)
-        key = y.copy()
-        key[ids, top] = np.inf
-        a = np.take_along_axis(y, np.argsort(key, axis=1, kind="stable")[:, :-1], axis=1)
-        rows = mw._Rows.build(
-            a, np.log(a + 1e-6), y[ids, top], np.log(y[ids, top] + 1e-6), eps / 2, 1e-4
-        )
-        lo, hi = mw._top_interval(rows)
-        ok = np.flatnonzero(lo < hi - 1e-6)
-        rows, lo, hi = rows.take(ok), lo[ok], hi[ok]
-        t = lo + (hi - lo) * rng.uniform(0.05, 0.95, size=len(ok))
-        h = 1e-7
-        g, right = mw._given_top(rows, t[:, None], np.ones((len(ok), 1)))
-        built = rows.top_cost * t + np.einsum(
-            "ij,ij->i", np.log(rows.a + 1e-6), mw._solution(rows, t)
-        )
-        np.testing.assert_allclose(g[:, 0], built, atol=1e-10)
-        g_up = mw._given_top(rows, (t + h)[:, None], np.ones((len(ok), 1)))[0][:, 0]
-        g_down = mw._given_top(rows, (t - h)[:, None], np.ones((len(ok), 1)))[0][:, 0]
-        _, left = mw._given_top(rows, t[:, None], -np.ones((len(ok), 1)))
-        # Where no kink lies within h, the slopes are the finite differences.
-        smooth = np.abs(right[:, 0] + left[:, 0]) < 1e-9
-        assert smooth.mean() > 0.8
-        np.testing.assert_allclose(((g_up - g[:, 0]) / h)[smooth], right[smooth, 0], atol=1e-5)
-        np.testing.assert_allclose(((g[:, 0] - g_down) / h)[smooth], -left[smooth, 0], atol=1e-5)
-
-
-# ---- the row path (batches of up to _ROW_PATH_MAX_ROWS rows) --------------------------------
-
-
-def _batched(y: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, object]:
-    """The vectorised solver on ``y`` (the row path switched off)."""
-    from modelsteal.defenses import modelguard_w as mw
-
-    saved = mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES
-    mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES = 0, 10**9
-    try:
-        return solve_modelguard_w(y, eps, return_info=True)
-    finally:
-        mw._ROW_PATH_MAX_ROWS, mw._ROW_PATH_MIN_CLASSES = saved
+        for row, eps in zip(y, rng.uniform(0.0, 2.0, size=len(y)), strict=True):
+            top, t, order, a, cost, sa, sc, sca = mw._row_prepare(row, floor)
+            half = eps / 2
+            lo, hi = mw._row_interval(a, sa, top, half, m)
+            if not lo < hi - 1e-6:
+                continue
+            T = lo + (hi - lo) * rng.uniform(0.05, 0.95)
+            args = (a, sa, sc, sca, cost, top, np.log(top + floor), half, m)
+            g, right = mw._given_top(T, 1.0, *args)
+            out = np.empty(c)
+            mw._row_solution(T, m, half, top, a, sa, out, order, t)
+            built = modelguard_w_objective(row[None], out[None], log_floor=floor)[0]
+            assert abs(g - built) <= 1e-10
+            _, left = mw._given_top(T, -1.0, *args)
+            if abs(right + left) >= 1e-9:  # a kink at T: the one-sided slopes differ
+                kinks += 1
+                continue
+            checked += 1
+            assert abs((mw._given_top(T + h, 1.0, *args)[0] - g) / h - right) <= 1e-5
+            assert abs((g - mw._given_top(T - h, 1.0, *args)[0]) / h + left) <= 1e-5
+    assert checked > 4 * kinks
 
 
 @pytest.mark.parametrize("c", [2, 10, 47, 48, 100, 256])
-def test_row_path_equals_the_batched_solver_on_random_rows(c):
+def test_exact_solver_matches_highs_on_random_rows(c):
     rng = np.random.default_rng(100 + c)
-    n = 150
-    y = rng.dirichlet(np.full(c, 0.3), size=n)
-    eps = rng.uniform(1e-3, 2.0, size=n)
-    batched, info = _batched(y, eps)
-    single = np.concatenate([solve_modelguard_w(y[i : i + 1], eps[i]) for i in range(n)])
-    pairs = np.concatenate(
-        [solve_modelguard_w(y[i : i + 2], eps[i : i + 2]) for i in range(0, n, 2)]
-    )
-    whole = solve_modelguard_w(y, eps)  # the row path from _ROW_PATH_MIN_CLASSES classes
-    for rows in (single, pairs, whole):
-        gap = modelguard_w_objective(y, rows) - modelguard_w_objective(y, batched)
-        assert np.abs(gap).max() <= 1e-12
-        # Both stop when the supporting lines certify the optimum to 1e-11 in the objective,
-        # which can leave the top value a few 1e-12 apart; most rows agree to rounding.
-        diff = np.abs(rows - batched).max(axis=1)
-        assert diff.max() <= 1e-10
-        assert np.mean(diff <= 1e-12) >= 0.97
-    assert not info.infeasible[:n].any()
+    y = rng.dirichlet(np.full(c, 0.3), size=40)
+    eps = rng.uniform(1e-3, 2.0, size=40)
+    _assert_matches_highs(y, eps)
+    single = np.concatenate([solve_modelguard_w(y[i : i + 1], eps[i]) for i in range(40)])
+    np.testing.assert_array_equal(single, solve_modelguard_w(y, eps))  # whatever the batch
 
 
 @pytest.mark.parametrize("c", [2, 3, 10, 100, 256])
-def test_row_path_matches_highs_on_hard_rows_one_at_a_time(c):
+def test_exact_solver_matches_highs_one_row_at_a_time(c):
     rng = np.random.default_rng(200 + c)
     n = 32
     y = _hard_rows(rng, n, c)
@@ -332,28 +300,28 @@ def test_row_path_matches_highs_on_hard_rows_one_at_a_time(c):
         assert _violations(y[i : i + 1], out, eps[i : i + 1], 1e-4)[0] <= CONSTRAINT_TOL
 
 
-def test_row_path_takes_inputs_as_the_general_path_does():
+def test_solver_takes_inputs_in_every_spelling():
     rng = np.random.default_rng(3)
     y = rng.dirichlet(np.full(12, 0.5), size=4)
     eps = np.array([0.2, 0.7, 1.3, 2.0])
-    expected = _batched(y, eps)[0]
+    expected = solve_modelguard_w(y, eps)
     # other spellings of the same batch: lists, float32 rows, numpy and int budgets
     np.testing.assert_allclose(solve_modelguard_w(y.tolist(), eps), expected, atol=1e-12)
     np.testing.assert_allclose(solve_modelguard_w(y, list(eps)), expected, atol=1e-12)
     one = solve_modelguard_w(y[:1], np.float64(0.2))
     np.testing.assert_allclose(one, expected[:1], atol=1e-12)
     np.testing.assert_allclose(
-        solve_modelguard_w(y[:1], 2), _batched(y[:1], np.array([2.0]))[0], atol=1e-12
+        solve_modelguard_w(y[:1], 2), solve_modelguard_w(y[:1], np.array([2.0])), atol=1e-12
     )
     y32 = y.astype(np.float32)
     np.testing.assert_allclose(
-        solve_modelguard_w(y32, eps), _batched(y32.astype(np.float64), eps)[0], atol=1e-12
+        solve_modelguard_w(y32, eps), solve_modelguard_w(y32.astype(np.float64), eps), atol=1e-12
     )
     # rows off the simplex by rounding are renormalised first, as by the general path
     off = y * (1 + 1e-9)
     renormalised = off / off.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(
-        solve_modelguard_w(off, eps), _batched(renormalised, eps)[0], atol=1e-12
+        solve_modelguard_w(off, eps), solve_modelguard_w(renormalised, eps), atol=1e-12
     )
     # and broken rows fail with the general path's messages
     with pytest.raises(Exception, match="probability vectors"):
@@ -366,7 +334,7 @@ def test_row_path_takes_inputs_as_the_general_path_does():
         solve_modelguard_w(y[:1], 0.1, margin=-1e-4)
 
 
-def test_row_path_handles_ties_zeros_and_one_class():
+def test_solver_handles_ties_zeros_and_one_class():
     y = np.array([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     for eps in (5e-5, 3e-4, 0.5, 2.0):
         _assert_matches_highs(y[:1], eps)

@@ -62,9 +62,10 @@ file can serve several configurations without mixing them. A batch is answered i
    (a centroid appended for row i is visible to row i + 1, as in Algorithm 1), and the batch's
    answers are returned only after the block has committed what they depend on.
 
-Distances are computed with ``scipy.spatial.distance.cdist`` over all centroids of a class at
-once; the ordered scan walks the list in growing blocks and stops for each row at its first
-match, so typical lookups read only the start of the list. See ``benchmarks/modelguard_s.py``.
+The ordered scan is compiled (:mod:`modelsteal.defenses._scan`): each row walks the list in
+order and stops at its first match, and a distance is abandoned once its partial sum passes the
+outer radius (most centroids are far from a row in its first few coordinates), so a lookup
+costs a few operations per centroid read. See ``benchmarks/modelguard_s.py``.
 
 **Shortcuts that change no answer** (``benchmarks/defenses.py`` measures them):
 
@@ -74,11 +75,11 @@ match, so typical lookups read only the start of the list. See ``benchmarks/mode
   answered from it without any check, rounding or lookup (a row equal byte for byte to a row
   that passed the checks passes them). Other batches take the full path, which remembers them.
 - *Single rows* that need no change of state (a pin hit or a match that is not fragile) are
-  looked up without the batch machinery: the same rounding (:meth:`ModelGuardS._quantize_one`
-  makes the same floating-point operations), pins and decision, for one row.
-- *A grid over long lists* (:class:`_Grid`) finds, by the triangle inequality with two pivots,
-  the few centroids that can take part in a row's lookup, and decides from them as the full
-  scan would. It is used for single rows from ``_GRID_FROM`` centroids in a class and for
+  looked up without the batch machinery: the same rounding (one compiled function rounds for
+  every path), pins and decision, for one row.
+- *A grid over long lists* (:class:`_Grid`) finds, by the triangle inequality with eight
+  pivots, the few centroids that can take part in a row's lookup, and decides from them as the
+  full scan would. It is used for single rows from ``_GRID_FROM`` centroids in a class and for
   batches once a full scan would read ``_GRID_BATCH_FROM`` entries per row, where it prunes
   (with many classes and spread-out centroids, distances concentrate and it does not: the
   lists are then scanned as before).
@@ -91,7 +92,6 @@ import json
 import math
 import os
 import threading
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from modelsteal._checks import check_choice, check_float, check_int, check_probabilities
+from modelsteal.defenses import _scan
 from modelsteal.defenses._base import DEFENSES, Defense, _onto_simplex
 from modelsteal.defenses.stores import (
     CentroidStore,
@@ -113,12 +114,11 @@ from modelsteal.errors import InvalidParameterError
 __all__ = ["ModelGuardS"]
 
 _OWNER = "ModelGuardS"
-_FIRST_BLOCK = 256  # centroids in the first step of the ordered scan; later steps grow 4×
-_PAIRS_PER_STEP = 1 << 17  # ... up to about this many distances per step
 _GRID_FROM = 1024  # centroids in a class from which single-row lookups use a grid
 _GRID_BATCH_FROM = 1 << 16  # ... and batches, once a full scan reads this many entries per row
 _GRID_KEEPS = 0.2  # a grid is used if its lookups do at most this fraction of a scan's work
-_GRID_PIVOTS = 6  # pivots of a grid
+_GRID_PIVOTS = 8  # pivots of a grid
+_GRID_SKETCH = 16  # coordinates of each centroid a grid keeps together (two cache lines)
 _MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
 _EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
 
@@ -290,12 +290,11 @@ class ModelGuardS(Defense):
         summing to 1 within rounding); the answer is a stored centroid (already on the simplex,
         where :func:`_onto_simplex` leaves it as it is); anything else takes :meth:`_answer`.
         """
-        row = y[0]
-        low, total = row.min(), row.sum()
-        if not (low >= 0.0 and abs(total - 1.0) <= _EXACT_SUM):
+        qs, labels, bad = _scan.quantize(y, self.precision, True, _EXACT_SUM)
+        if bad >= 0:
             return self._answer(y)
+        row, q, label = y[0], qs[0], int(labels[0])
         geo = self._geometry(len(row))
-        q, label = self._quantize_one(row)
         view = self._store.view(self._namespace, label)
         _check_width(view, len(row), label)
         rank = -1
@@ -309,7 +308,8 @@ class ModelGuardS(Defense):
             if grid is not None and grid.useful:
                 rank, fragile = grid.first_within(q, cents, geo)
             else:
-                rank, fragile = _first_within_one(q, cents, geo, self._metric)
+                rank, fragile = _first_within(q[None], cents, geo, self._metric)
+                rank, fragile = int(rank[0]), bool(fragile[0])
             if fragile:
                 rank = -1
         if rank < 0:
@@ -370,26 +370,12 @@ class ModelGuardS(Defense):
             )
         return _Geometry(radius=radius, band=band, pin_radius=pin_radius)
 
-    def _quantize_one(self, row: np.ndarray) -> tuple[np.ndarray, int]:
-        """:meth:`_quantize` for one row, with the same floating-point operations as
-        ``np.round`` (multiply by 10^precision, round half to even, divide)."""
-        scale = float(10**self.precision)
-        q = row * scale
-        np.rint(q, out=q)
-        q /= scale
-        label = int(row.argmax())
-        if int(q.argmax()) != label:
-            q[label] += 10.0**-self.precision
-        q /= q.sum()
-        return q, label
-
     def _quantize(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Round to ``precision``, keep the top class strictly first, renormalise."""
-        labels = y.argmax(axis=1)
-        q = np.round(y, self.precision)
-        rows = np.flatnonzero(q.argmax(axis=1) != labels)  # an earlier class rounded into a tie
-        q[rows, labels[rows]] += 10.0**-self.precision
-        q /= q.sum(axis=1, keepdims=True)
+        """Round to ``precision``, keep the top class strictly first, renormalise (compiled:
+        :func:`modelsteal.defenses._scan.quantize`, the same operations for every path)."""
+        q, labels, _ = _scan.quantize(
+            np.ascontiguousarray(y, dtype=np.float64), self.precision, False, _EXACT_SUM
+        )
         return q, labels
 
     def _perturb(self, y: np.ndarray, x: np.ndarray | None) -> np.ndarray:
@@ -574,36 +560,18 @@ def _first_within(
     Fragile means noise of up to ``geo.band`` in the distances could change the answer: the first
     centroid within ``radius + band`` is not within ``radius - band`` — it is the match but barely,
     or an earlier centroid just outside (or, with no match at all, any centroid just outside).
-
-    The list is scanned in blocks, in order; a row leaves the scan at its first match, since
-    nothing after it can change its answer. Blocks start small (early matches are cheap) and are
-    sized so that one step computes about ``_PAIRS_PER_STEP`` distances.
+    The list is scanned in order (compiled: :func:`modelsteal.defenses._scan.first_within`); a
+    row leaves the scan at its first match, since nothing after it can change its answer.
     """
-    n, m = len(qs), len(centroids)
-    rank = np.full(n, -1, dtype=np.int64)
-    fragile = np.zeros(n, dtype=bool)
-    active = np.arange(n)
-    start, step = 0, _FIRST_BLOCK
-    outer = geo.radius + geo.band
-    while start < m and active.size:
-        stop = min(m, start + max(_FIRST_BLOCK, min(step, _PAIRS_PER_STEP // active.size)))
-        d = cdist(qs[active], centroids[start:stop], metric)
-        local = np.arange(active.size)
-        first = (d <= outer).argmax(axis=1)  # the first centroid near or inside the radius
-        d_first = d[local, first]
-        near = d_first <= outer
-        inside = d_first <= geo.radius
-        fragile[active] |= near & (d_first > geo.radius - geo.band)
-        edge = np.flatnonzero(near & ~inside)  # first near one is just outside: look further
-        if edge.size:
-            within = d[edge] <= geo.radius
-            has = within.any(axis=1)
-            first[edge[has]] = within[has].argmax(axis=1)
-            inside[edge[has]] = True
-        rank[active[inside]] = start + first[inside]
-        active = active[~inside]
-        start, step = stop, step * 4
-    return rank, fragile
+    if not len(centroids) or not len(qs):
+        return np.full(len(qs), -1, dtype=np.int64), np.zeros(len(qs), dtype=bool)
+    return _scan.first_within(
+        np.ascontiguousarray(qs, dtype=np.float64),
+        np.ascontiguousarray(centroids, dtype=np.float64),
+        geo.radius,
+        geo.band,
+        metric == "euclidean",
+    )
 
 
 class _Grid:
@@ -616,9 +584,13 @@ class _Grid:
     far apart (each the farthest from those chosen before); the centroids are kept sorted by
     their distance to the first, so a lookup bisects the window of width 2 · outer around
     d(q, p₁), keeps those in it whose distances to the other pivots are within outer of q's
-    (the bounds widened by a relative 1e-9 against rounding), computes the distances to them
-    and to the centroids appended after the grid was built, and decides from them exactly as
-    the full ordered scan does. A grid never changes; a stale one is replaced.
+    (the bounds widened by a relative 1e-9 against rounding; one pivot at a time over the
+    survivors of the ones before), drops those whose distance over the sixteen most varied
+    coordinates (kept together, two cache lines per centroid) already passes the outer radius,
+    computes the distances to the rest and to the centroids appended after the grid was built,
+    and decides from them exactly as the full ordered scan does (compiled:
+    :func:`modelsteal.defenses._scan.grid_first_within`). A grid never changes; a stale one is
+    replaced.
 
     Pivots only prune where distances to them spread more than the outer radius; with many
     classes and spread-out centroids they concentrate (all centroids at nearly one distance
@@ -628,10 +600,24 @@ class _Grid:
     callers scan the list as before where it is not.
     """
 
-    __slots__ = ("keys", "metric", "others", "outer", "pivots", "ranks", "rows", "size", "useful")
+    __slots__ = (
+        "keys",
+        "metric",
+        "others",
+        "outer",
+        "pivots",
+        "ranks",
+        "reach",
+        "rows",
+        "size",
+        "sketch",
+        "sketch_coords",
+        "useful",
+    )
 
     def __init__(self, centroids: np.ndarray, outer: float, metric: str) -> None:
         self.size, self.outer, self.metric = len(centroids), outer, metric
+        self.reach = outer * (1.0 + 1e-9) + 1e-12  # rounding of the pivot distances
         n_pivots = min(_GRID_PIVOTS, self.size)
         mean = centroids.mean(axis=0, keepdims=True)
         picks = [int(cdist(mean, centroids, metric)[0].argmax())]
@@ -641,12 +627,16 @@ class _Grid:
             nearest = np.minimum(nearest, cdist(centroids[picks[-1]][None], centroids, metric)[0])
         d = cdist(centroids, centroids[picks], metric)
         spread = np.argsort(-d.std(axis=0), kind="stable")  # sort by the most spread-out pivot
-        self.pivots = centroids[picks][spread].copy()
+        self.pivots = np.ascontiguousarray(centroids[picks][spread])
         d = d[:, spread]
         order = np.argsort(d[:, 0], kind="stable")
-        self.ranks = order
+        self.ranks = order.astype(np.int64)
         self.rows = np.ascontiguousarray(centroids[order])
-        self.keys = d[order, 0].tolist()  # bisected
+        # the most varied coordinates, stored together: a cheap lower bound on each distance
+        coords = np.argsort(-centroids.var(axis=0), kind="stable")[:_GRID_SKETCH]
+        self.sketch_coords = coords.astype(np.int64)
+        self.sketch = np.ascontiguousarray(self.rows[:, coords])
+        self.keys = np.ascontiguousarray(d[order, 0])
         self.others = np.ascontiguousarray(d[order, 1:].T)  # one row per pivot: fast to reduce
         work = 0
         for pivot_d in d[np.linspace(0, self.size - 1, 32).astype(np.int64)]:
@@ -657,10 +647,9 @@ class _Grid:
     def _window(self, pivot_d: np.ndarray) -> tuple[int, int, np.ndarray]:
         """The window [lo, hi) of the grid's order around d(q, p₁), and the entries of it
         (grid positions) within reach of q's distances to the other pivots."""
-        reach = self.outer * (1.0 + 1e-9) + 1e-12
-        d1 = float(pivot_d[0])
-        lo = bisect_left(self.keys, d1 - reach)
-        hi = bisect_right(self.keys, d1 + reach, lo)
+        reach, d1 = self.reach, float(pivot_d[0])
+        lo = int(np.searchsorted(self.keys, d1 - reach, side="left"))
+        hi = int(np.searchsorted(self.keys, d1 + reach, side="right"))
         if hi <= lo:
             return lo, hi, np.zeros(0, dtype=np.int64)
         gap = self.others[:, lo:hi] - pivot_d[1:, None]
@@ -670,84 +659,29 @@ class _Grid:
     def first_within_rows(
         self, qs: np.ndarray, centroids: np.ndarray, geo: _Geometry
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`_first_within` for ``centroids`` (a prefix at least ``size`` long), row by row."""
-        rank = np.empty(len(qs), dtype=np.int64)
-        fragile = np.empty(len(qs), dtype=bool)
-        for i, (q, pivot_d) in enumerate(zip(qs, cdist(qs, self.pivots, self.metric), strict=True)):
-            rank[i], fragile[i] = self.first_within(q, centroids, geo, pivot_d)
-        return rank, fragile
+        """:func:`_first_within` for ``centroids`` (a prefix at least ``size`` long)."""
+        return _scan.grid_first_within(
+            np.ascontiguousarray(qs, dtype=np.float64),
+            self.pivots,
+            self.keys,
+            self.others,
+            self.sketch,
+            self.sketch_coords,
+            self.rows,
+            self.ranks,
+            np.ascontiguousarray(centroids[self.size :]),
+            geo.radius,
+            geo.band,
+            self.reach,
+            self.metric == "euclidean",
+        )
 
     def first_within(
-        self,
-        q: np.ndarray,
-        centroids: np.ndarray,
-        geo: _Geometry,
-        pivot_d: np.ndarray | None = None,
+        self, q: np.ndarray, centroids: np.ndarray, geo: _Geometry
     ) -> tuple[int, bool]:
-        """:func:`_first_within_one` for ``centroids`` (a prefix at least ``size`` long)."""
-        if pivot_d is None:
-            pivot_d = cdist(q[None], self.pivots, self.metric)[0]
-        keep = self._window(pivot_d)[2]
-        rows, ranks = [self.rows[keep]], [self.ranks[keep]]
-        if len(centroids) > self.size:
-            rows.append(centroids[self.size :])
-            ranks.append(np.arange(self.size, len(centroids)))
-        cand = np.concatenate(ranks) if len(ranks) > 1 else ranks[0]
-        if not len(cand):
-            return -1, False
-        d = cdist(q[None], np.concatenate(rows) if len(rows) > 1 else rows[0], self.metric)[0]
-        # The ordered scan's decision over the only centroids that can take part in it: the
-        # first (lowest rank) within the radius answers; it is fragile if a centroid before it
-        # is near (within the radius plus the band), or if it is itself within the band.
-        if len(d) <= 64:  # a few: plain Python is cheaper than a dozen numpy calls
-            pairs = list(zip(cand.tolist(), d.tolist(), strict=True))
-            inside = [r for r, dist in pairs if dist <= geo.radius]
-            outer = geo.radius + geo.band
-            if not inside:
-                return -1, any(dist <= outer for _, dist in pairs)
-            first = min(inside)
-            fragile = any(
-                (r == first and dist > geo.radius - geo.band) or (r < first and dist <= outer)
-                for r, dist in pairs
-            )
-            return first, fragile
-        near = d <= geo.radius + geo.band
-        if not near.any():
-            return -1, False
-        within = d <= geo.radius
-        if not within.any():
-            return -1, True
-        first = int(cand[within].min())
-        at = int(np.flatnonzero(cand == first)[0])
-        fragile = bool(d[at] > geo.radius - geo.band) or bool((near & (cand < first)).any())
-        return first, fragile
-
-
-def _first_within_one(
-    q: np.ndarray, centroids: np.ndarray, geo: _Geometry, metric: str
-) -> tuple[int, bool]:
-    """:func:`_first_within` for one row (the same blocks, decisions and distances)."""
-    m = len(centroids)
-    row = q[None]
-    outer = geo.radius + geo.band
-    fragile = False
-    start, step = 0, _FIRST_BLOCK
-    while start < m:
-        stop = min(m, start + min(step, _PAIRS_PER_STEP))
-        d = cdist(row, centroids[start:stop], metric)[0]
-        first = int((d <= outer).argmax())
-        d_first = d[first]
-        if d_first <= outer:
-            if d_first > geo.radius - geo.band:
-                fragile = True
-            if d_first <= geo.radius:
-                return start + first, fragile
-            within = d <= geo.radius  # the first near one is just outside: look further
-            first = int(within.argmax())
-            if within[first]:
-                return start + first, fragile
-        start, step = stop, step * 4
-    return -1, fragile
+        """:meth:`first_within_rows` for one row."""
+        rank, fragile = self.first_within_rows(q[None], centroids, geo)
+        return int(rank[0]), bool(fragile[0])
 
 
 def _nearest_within(

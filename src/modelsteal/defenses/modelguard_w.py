@@ -56,31 +56,22 @@ the interval, as for most small budgets; bisection steps guard against slow prog
 the costs and of cost · a. On one side of T (right, or left at T_hi) the optimum with ŷ_t = T
 has a fixed shape: how many classes are clipped, how many the cost-optimal allocation puts at
 the cap, how many are filled to the cap and how many drained to 0, and the one partial class
-of each front. These counts come from one comparison per class (values first, their one-sided
-derivatives within a tolerance of 1e-12 at ties), and g(T) and its one-sided slope then follow
-from a few entries of the prefix sums; the solution itself is built once, at the optimal T.
-Every step is vectorised over the rows still unresolved; there is no per-row Python loop.
-Small batches, whose cost is the number of numpy calls rather than their size, also try a grid
-of top values per step, which leaves fewer steps.
+of each front. These counts are binary searches on the sorted values and prefix sums (values
+first, their one-sided derivatives within a tolerance of 1e-12 at ties), and g(T) and its
+one-sided slope then follow from a few entries of the prefix sums: O(log C) per evaluation.
+The solution itself is built once, at the optimal T, from its structure (the filled classes,
+the untouched band, the drained classes). Two cheap certificates shorten the search: the
+optimum of the problem *without* the ℓ1 budget (the cheapest classes at the cap, found by a
+binary search over how many) is the answer whenever it spends less than the budget; and with
+more than ``_TOP_FIRST`` classes the search tries T = y_t (the top unchanged, where g often has
+its kink) before the ends.
 
-**Small batches, one row at a time.** A numpy call costs about a microsecond whatever its size,
-and a step of the vectorised search makes about a hundred: ~0.5 ms for a single row, more than
-the LP is worth. Batches of up to ``_ROW_PATH_MAX_ROWS`` rows therefore take a scalar path that
-runs the *same* computation with Python floats (so do batches of ``_ROW_PATH_MIN_CLASSES``
-classes or more, where its O(log C) counts per step beat the vectorised O(C) ones): the
-prefix sums become lists (numpy only sorts and sums rows of ``_ROW_NUMPY_PREP`` classes or
-more), the counts of g(T) become ``bisect``
-calls and binary searches on those lists, and the solution is written from its structure (the
-filled classes, the untouched band, the drained classes) instead of elementwise. Two cheap
-certificates shorten its search: the optimum of the problem *without* the ℓ1 budget (the cheapest
-classes at the cap, found by a binary search over how many) is the answer whenever it spends
-less than the budget; and with more than ``_ROW_TOP_FIRST`` classes the search tries T = y_t
-(the top unchanged, where g often has its kink) before the ends. Validation is the one of
-:func:`~modelsteal._checks.check_probabilities`, made from the row's sorted values and prefix
-sums; rows that need clipping or renormalising take the full check. The answers equal the
-batched solver's to rounding (both stop when the supporting lines certify the optimum to 1e-11
-in the objective, so where g is flat near its minimum the two may stop a few 1e-12 apart in ŷ),
-and both are checked against HiGHS.
+**Compiled, one row at a time.** The search is scalar work — a few binary searches per step,
+a handful of steps per row — so it is compiled (numba) and runs row after row: a row costs
+about a microsecond at 10 classes and ten at 256, where one numpy call costs about one. Rows
+are validated as :func:`~modelsteal._checks.check_probabilities` would (non-negative, summing
+to 1 within rounding) on the way in; batches that need converting, clipping or renormalising
+take the full check first. Tests and ``benchmarks/modelguard_w.py`` check it against HiGHS.
 
 Departures from the reference: HiGHS instead of CBC (same LP); the floor δ and the margin are
 parameters; rows for which the LP is infeasible are returned unchanged (the reference would
@@ -91,13 +82,11 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import accumulate
-from operator import mul
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from modelsteal._checks import check_choice, check_float, check_probabilities
 from modelsteal.defenses._base import DEFENSES, Defense
@@ -111,13 +100,7 @@ _TIE = 1e-12  # values this close count as equal when choosing one-sided slopes
 _CERTIFY = 1e-11  # objective gap at which the supporting lines certify optimality
 _FEASIBLE = 1e-12  # slack on T_lo <= T_hi for rows on the feasibility boundary
 _MAX_STEPS = 200  # from step 6 the bracket halves at least every other step: ample
-_POINTS_BUDGET = 2048  # entries per evaluation below which a step tries several top values
-_MAX_POINTS = 16
-_CHUNK = 4096  # rows solved together
-_ROW_PATH_MAX_ROWS = 16  # batches up to this many rows are solved one row at a time ...
-_ROW_PATH_MIN_CLASSES = 160  # ... and all batches from this many classes (fewer steps per row)
-_ROW_NUMPY_PREP = 48  # classes from which the row path sorts and sums with numpy
-_ROW_TOP_FIRST = 20  # classes from which the row path tries T = y_t first
+_TOP_FIRST = 20  # classes from which the search tries T = y_t first
 _EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
 
 
@@ -148,355 +131,49 @@ def modelguard_w_objective(
 # ---- the exact solver ------------------------------------------------------------------------
 
 
-def _pl_min(pv: Any, pd: Any, qv: Any, qd: Any) -> tuple[np.ndarray, np.ndarray]:
-    """min of two piecewise-linear functions of T, with its one-sided derivative.
-
-    ``pd``/``qd`` are derivatives along each row's direction (+1: right, −1: left); at a tie
-    the directional derivative of a minimum is the minimum of the derivatives.
-    """
-    v = np.minimum(pv, qv)
-    d = np.where(pv < qv - _TIE, pd, np.where(qv < pv - _TIE, qd, np.minimum(pd, qd)))
-    return v, d
+# ---- the compiled row solver -----------------------------------------------------------------
 
 
-def _pl_pos(v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """max(v, 0) with its one-sided derivative."""
-    d = np.where(v > _TIE, d, np.where(v < -_TIE, 0.0, np.maximum(d, 0.0)))
-    return np.maximum(v, 0.0), d
-
-
-def _exclusive_cumsum(v: np.ndarray, *, reverse: bool = False) -> np.ndarray:
-    """Sum of the entries before each one (after it, with ``reverse``), along axis 1."""
-    if reverse:
-        return np.cumsum(v[:, ::-1], axis=1)[:, ::-1] - v
-    return np.cumsum(v, axis=1) - v
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """Per-row data of the exact solver: the non-top classes sorted by probability.
-
-    ``a`` and ``sa`` hold the rows still searched (``rid``: their places in the batch); the
-    costs and their prefix sums, only ever gathered from, stay whole.
-    """
-
-    a: np.ndarray  # (r, n) non-top probabilities, ascending
-    sa: np.ndarray  # (r, n + 1) prefix sums: sa[:, j] = Σ_{i<j} a_i
-    rid: np.ndarray  # (r,) rows of the batch
-    cost: np.ndarray  # (R, n) the costs log(a + δ) of every row of the batch, non-decreasing
-    sc: np.ndarray  # (R, n + 1) prefix sums of the costs
-    sca: np.ndarray  # (R, n + 1) prefix sums of cost · a
-    top: np.ndarray  # (r,) y_t
-    top_cost: np.ndarray  # (r,) log(y_t + δ)
-    half: np.ndarray  # (r,) ε/2
-    margin: float
-
-    @staticmethod
-    def build(a: np.ndarray, cost: np.ndarray, top, top_cost, half, margin: float) -> _Rows:
-        zero = np.zeros((len(a), 1))
-        sa = np.concatenate([zero, np.cumsum(a, axis=1)], axis=1)
-        sc = np.concatenate([zero, np.cumsum(cost, axis=1)], axis=1)
-        sca = np.concatenate([zero, np.cumsum(cost * a, axis=1)], axis=1)
-        return _Rows(a, sa, np.arange(len(a)), cost, sc, sca, top, top_cost, half, margin)
-
-    def take(self, idx: np.ndarray) -> _Rows:
-        return _Rows(
-            self.a[idx],
-            self.sa[idx],
-            self.rid[idx],
-            self.cost,
-            self.sc,
-            self.sca,
-            self.top[idx],
-            self.top_cost[idx],
-            self.half[idx],
-            self.margin,
-        )
-
-
-def _count(mask: np.ndarray) -> np.ndarray:
-    """How many entries of ``mask`` are true along its last axis."""
-    return mask.sum(axis=-1)
-
-
-def _given_top(rows: _Rows, T: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """g(T) and its one-sided derivative along ``s`` (+1 right, −1 left), at k points per row.
-
-    ``T`` and ``s`` have shape (r, k). Steps 1–2 of the module docstring in counts: on the
-    side ``s`` of T the optimum with ŷ_t = T has a fixed shape (which classes are clipped, at
-    the cap, untouched or drained, and the two fronts), found by comparing values (and, within
-    ``_TIE``, their derivatives along ``s``); g and its slope then follow from prefix sums.
-    """
-    r, n = rows.a.shape
-    # Flat offsets of the rows, to gather one entry per row and point.
-    at, an = (np.arange(r) * (n + 1))[:, None], (np.arange(r) * n)[:, None]
-    ct, cn = (rows.rid * (n + 1))[:, None], (rows.rid * n)[:, None]
-    sa, sc, sca = rows.sa.ravel(), rows.sc.ravel(), rows.sca.ravel()
-    a, cost = rows.a.ravel(), rows.cost.ravel()
-    u = T - rows.margin  # the cap
-    mass = 1.0 - T
-    # 1. Clip: the first ``rs`` classes stay below the cap on side s (the rest are clipped).
-    rs = _count(rows.a[:, None, :] <= (u + s * _TIE)[..., None])
-    sa_rs, sc_rs, sca_rs = sa.take(at + rs), sc.take(ct + rs), sca.take(ct + rs)
-    sc_n = rows.sc[rows.rid, n:]
-    clipped = n - rs
-    total = sa_rs + clipped * u  # Σ x⁰
-    g = rows.top_cost[:, None] * T + sca_rs + u * (sc_n - sc_rs)
-    dg = rows.top_cost[:, None] * s + s * (sc_n - sc_rs)
-    need, dneed = mass - total, -s - s * clipped  # R
-    over, dover = _pl_pos(T - rows.top[:, None], s)
-    budget, dbudget = rows.half[:, None] - over, -dover
-    # 2. The cost-optimal allocation of 1 − T under the cap: ``kf`` classes at the cap, then
-    #    one partial class; P⁺ is what it adds to x⁰.
-    kmax = np.clip(np.floor((mass + _TIE) / u), 0, n).astype(np.intp)
-    kf = kmax - ((kmax >= 1) & (mass - kmax * u <= _TIE) & (s > 0))
-    kk = np.minimum(kf, rs)
-    gain, dgain = kk * u - sa.take(at + kk), s * kk
-    jp = np.minimum(kf, n - 1)
-    vb, dvb = _pl_pos(mass - kf * u, -s * (1 + kf))
-    low = jp < rs
-    gp, dgp = _pl_pos(vb - np.minimum(a.take(an + jp), u), dvb - np.where(low, 0.0, s))
-    has = kf < n
-    gain, dgain = gain + np.where(has, gp, 0.0), dgain + np.where(has, dgp, 0.0)
-    add, dadd = _pl_min(gain, dgain, budget, dbudget)  # A
-    take, dtake = _pl_pos(add - need, dadd - dneed)  # D = A − R
-    # Fill: the first f classes reach the cap (room_j = u − a_j, j < rs), class f gets the rest.
-    j1 = np.arange(1, n + 1)
-    room_in = j1 * u[..., None] - rows.sa[:, None, 1:]  # room of the j + 1 cheapest
-    f = _count((room_in < (add - _TIE)[..., None]) & (j1 <= rs[..., None]))
-    f1 = np.minimum(f + 1, n)
-    v = add - (f1 * u - sa.take(at + f1))
-    f = f + ((f < rs) & (v >= -_TIE) & (dadd - s * f1 >= 0))
-    sc_f = sc.take(ct + f)
-    g += u * sc_f - sca.take(ct + f)
-    dg += s * sc_f
-    rem, drem = _pl_pos(add - (f * u - sa.take(at + f)), dadd - s * f)
-    c_f = np.where(f < rs, cost.take(cn + np.minimum(f, n - 1)), 0.0)
-    g += c_f * rem
-    dg += c_f * drem
-    # Drain: classes j >= n − q go to 0 (Σ_{i<j} x⁰_i > Σ x⁰ − D), the one before gives the rest.
-    # Σ_{i<j} x⁰_i is sa_j for j <= rs and sa_rs + (j − rs) u after.
-    j0 = np.arange(n)
-    thr = total - take + _TIE
-    q = _count(
-        np.where(
-            j0 <= rs[..., None],
-            rows.sa[:, None, :n] > thr[..., None],
-            j0 > ((thr - sa_rs) / u + rs)[..., None],
-        )
-    )
-    jd = np.maximum(n - q - 1, 0)
-    v = take - total + np.where(jd <= rs, sa.take(at + jd), sa_rs + (jd - rs) * u)
-    q = q + ((q < n) & (v >= -_TIE) & (dtake - s * (n - np.maximum(jd, rs)) >= 0))
-    qs = n - q
-    mq = np.maximum(qs, rs)
-    sc_mq = sc.take(ct + mq)
-    g -= sca.take(ct + mq) - sca.take(ct + qs) + u * (sc_n - sc_mq)
-    dg -= s * (sc_n - sc_mq)
-    rem, drem = _pl_pos(
-        take - total + np.where(qs <= rs, sa.take(at + qs), sa_rs + (qs - rs) * u),
-        dtake - s * (n - mq),
-    )
-    c_p = np.where(qs >= 1, cost.take(cn + np.maximum(qs - 1, 0)), 0.0)
-    g -= c_p * rem
-    dg -= c_p * drem
-    return g, dg
-
-
-def _solution(rows: _Rows, T: np.ndarray) -> np.ndarray:
-    """The non-top values of the optimum with ŷ_t = T (steps 1–2), sorted like ``rows.a``."""
-    a = rows.a
-    n = a.shape[1]
-    u, mass = (T - rows.margin)[:, None], (1.0 - T)[:, None]
-    x0 = np.minimum(a, u)
-    need = mass - x0.sum(axis=1, keepdims=True)
-    budget = rows.half[:, None] - np.maximum(T - rows.top, 0.0)[:, None]
-    best = np.minimum(np.maximum(mass - np.arange(n) * u, 0.0), u)
-    add = np.minimum(np.maximum(best - x0, 0.0).sum(axis=1, keepdims=True), budget)
-    take = np.maximum(add - need, 0.0)
-    room = u - x0
-    fill = np.minimum(np.maximum(add - _exclusive_cumsum(room), 0.0), room)
-    drain = np.minimum(np.maximum(take - _exclusive_cumsum(x0, reverse=True), 0.0), x0)
-    return x0 + fill - drain
-
-
-def _top_interval(rows: _Rows) -> tuple[np.ndarray, np.ndarray]:
-    """[T_lo, T_hi]: the top values for which the rest of the LP is feasible (step 3)."""
-    a, m = rows.a, rows.margin
-    n = a.shape[1]
-    # Water level: the smallest L with (y_t − L)⁺ + Σ_j (a_j + m − L)⁺ <= ε/2.
-    levels = np.concatenate([a + m, rows.top[:, None]], axis=1)
-    levels = -np.sort(-levels, axis=1)
-    count = np.arange(1, n + 2, dtype=np.float64)
-    level = (np.cumsum(levels, axis=1) - rows.half[:, None]) / count
-    below = np.concatenate([levels[:, 1:], np.full((len(a), 1), -np.inf)], axis=1)
-    first = np.argmax(level >= below, axis=1)  # the last column always qualifies
-    water = level[np.arange(len(a)), first]
-    lo = np.maximum((1.0 + n * m) / (n + 1), water)
-    hi = np.minimum(1.0, rows.top + rows.half)
-    return lo, hi
-
-
-def _points_per_row(n_rows: int, n: int) -> int:
-    """How many top values to try per row and step: more when the batch is small.
-
-    A step costs ~100 small numpy calls besides a few of size (points × C), so small batches
-    try several points at once (the tangent crossing plus a grid over the bracket) and need
-    fewer steps.
-    """
-    return min(max(_POINTS_BUDGET // max(1, n_rows * n), 1), _MAX_POINTS)
-
-
-def _search_top(rows: _Rows, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The optimal top value per row by the supporting-line search (module docstring).
-
-    Returns the top values and the number of steps per row.
-    """
-    r, n = rows.a.shape
-    best = lo.copy()
-    steps = np.zeros(r, dtype=np.int64)
-    # Step 0: both ends (right slope at T_lo, left slope at T_hi) and a grid between them.
-    k = max(2, _points_per_row(r, n))
-    frac = np.linspace(0.0, 1.0, k)
-    trial = lo[:, None] + (hi - lo)[:, None] * frac
-    trial[:, -1] = hi
-    dirs = np.ones((r, k))
-    dirs[:, -1] = -1.0
-    g, slope = _given_top(rows, trial, dirs)
-    slope[:, -1] *= -1.0  # the left slope at T_hi
-    # The first point whose slope is >= 0 is optimal if it is T_lo or its slope is 0, or if it
-    # is T_hi (its left slope <= 0); else the optimum lies between it and the point before.
-    first = np.where(slope >= 0, np.arange(k), k - 1).min(axis=1)
-    ids = np.arange(r)
-    stop = (first == 0) | (slope[ids, first] == 0) | (first == k - 1) & (slope[:, -1] <= 0)
-    stop |= lo >= hi
-    best[stop] = trial[ids, first][stop]
-    live = np.flatnonzero(~stop)
-    f = first[live]
-    idx = live
-    t_lo, g_lo, s_lo = trial[live, f - 1], g[live, f - 1], slope[live, f - 1]
-    t_hi, g_hi, s_hi = trial[live, f], g[live, f], slope[live, f]
-    width = t_hi - t_lo
-    sub = rows.take(idx)
-    for step in range(1, _MAX_STEPS + 1):
-        if idx.size == 0:
-            break
-        m = idx.size
-        k = _points_per_row(m, n)
-        cross = (g_hi - g_lo + s_lo * t_lo - s_hi * t_hi) / (s_lo - s_hi)
-        cross = np.clip(cross, t_lo, t_hi)
-        lower = g_lo + s_lo * (cross - t_lo)
-        # Guard for one point per step: bisect when two steps have not halved the bracket.
-        slow = (k == 1) & (step > 6) & (step % 2 == 0) & (t_hi - t_lo > 0.5 * width)
-        trial = np.empty((m, k))
-        trial[:, 0] = np.where(slow, 0.5 * (t_lo + t_hi), cross)
-        trial[:, 1:] = t_lo[:, None] + (t_hi - t_lo)[:, None] * (np.arange(1, k) / k)
-        g, slope = _given_top(sub, trial, np.ones((m, k)))
-        steps[idx] = step
-        ids = np.arange(m)
-        # Certified: the crossing lies on both supporting lines (or a slope is exactly 0).
-        at = np.where(slope == 0, np.arange(k), k).min(axis=1)
-        certified = ~slow & (g[:, 0] - lower <= _CERTIFY)
-        at = np.where(certified, 0, at)
-        done = at < k
-        collapsed = ~done & (t_hi - t_lo <= 4 * np.spacing(t_hi))
-        if done.any():
-            best[idx[done]] = trial[ids, np.minimum(at, k - 1)][done]
-        if collapsed.any():  # keep the better end
-            best[idx[collapsed]] = np.where(g_lo <= g_hi, t_lo, t_hi)[collapsed]
-        if step % 2 == 0:
-            width = t_hi - t_lo
-        # New bracket: the rightmost point with a negative slope, the leftmost with a positive.
-        neg = np.where(slope < 0, trial, -np.inf)
-        pos = np.where(slope > 0, trial, np.inf)
-        j_lo, j_hi = neg.argmax(axis=1), pos.argmin(axis=1)
-        up_lo = neg[ids, j_lo] > t_lo
-        up_hi = pos[ids, j_hi] < t_hi
-        t_lo = np.where(up_lo, trial[ids, j_lo], t_lo)
-        g_lo = np.where(up_lo, g[ids, j_lo], g_lo)
-        s_lo = np.where(up_lo, slope[ids, j_lo], s_lo)
-        t_hi = np.where(up_hi, trial[ids, j_hi], t_hi)
-        g_hi = np.where(up_hi, g[ids, j_hi], g_hi)
-        s_hi = np.where(up_hi, slope[ids, j_hi], s_hi)
-        keep = ~(done | collapsed)
-        if not keep.all():
-            idx, t_lo, g_lo, s_lo, t_hi, g_hi, s_hi, width = (
-                v[keep] for v in (idx, t_lo, g_lo, s_lo, t_hi, g_hi, s_hi, width)
-            )
-            sub = sub.take(np.flatnonzero(keep))
-    if idx.size:  # pragma: no cover - the bracket collapses long before
-        raise RuntimeError("solve_modelguard_w: the search over the top value did not converge.")
-    return best, steps
-
-
-# ---- the row path: the same search with Python floats, for small batches ---------------------
-
-
-def _row_data(row: np.ndarray, floor: float, *, checked: bool) -> tuple | None:
-    """One row sorted for the row path, or None if it needs :func:`check_probabilities` first.
-
-    Returns ``(top, t, order, a, sa, cost, sc, sca, top_cost, a_arr)``: the top value and its
-    class, the non-top classes in ascending order (stable, as the batched solver sorts them),
-    their values ``a``, costs and the prefix sums ``sa``, ``sc`` (of the costs) and ``sca`` (of
-    cost · a) as in :class:`_Rows`. ``a`` and ``sa`` are lists (they are bisected); rows of
-    ``_ROW_NUMPY_PREP`` classes or more are sorted and summed by numpy, and then keep the costs
-    as memoryviews (only a few entries are read) and ``a_arr``, the sorted values as an array.
-    """
+@njit(cache=True, nogil=True)
+def _row_prepare(row, floor):  # pragma: no cover - compiled
+    """The top value and class, the non-top classes in ascending order (stable), their values,
+    costs log(a + δ) and the prefix sums of a, of the costs and of cost · a."""
     c = row.shape[0]
     n = c - 1
-    if c < _ROW_NUMPY_PREP:
-        values = row.tolist()
-        top = max(values)
-        t = values.index(top)  # the lowest index among ties, as numpy's argmax
-        order: Any = list(range(c))
-        del order[t]
-        order.sort(key=values.__getitem__)
-        a = [values[i] for i in order]
-        sa = list(accumulate(a, initial=0.0))
-        if not checked and not (a[0] >= 0.0 and abs(sa[n] + top - 1.0) <= _EXACT_SUM):
-            return None
-        cost: Any = [math.log(v + floor) for v in a]
-        sc: Any = list(accumulate(cost, initial=0.0))
-        sca: Any = list(accumulate(map(mul, cost, a), initial=0.0))
-        return top, t, order, a, sa, cost, sc, sca, math.log(top + floor), None
-    t = int(row.argmax())
-    order = row.argsort()  # the stable order wherever no two values tie (checked below)
-    buf = np.empty((5, c))
-    a_arr, cost_arr = buf[3, :n], buf[4, :n]
-    if order[-1] == t:  # a unique maximum sorts last: the others are in place
-        order = order[:-1]
-        row.take(order, out=a_arr)
-        tied = bool((a_arr[1:] == a_arr[:-1]).any())
-    else:  # the maximum is shared
-        tied = True
-    if tied:
-        key = row.copy()  # sort again, stably (ties in index order), with the top class last
-        key[t] = np.inf
-        order = key.argsort(kind="stable")[:-1]
-        row.take(order, out=a_arr)
-    np.log(np.add(a_arr, floor, out=cost_arr), out=cost_arr)
-    buf[:3, 0] = 0.0
-    np.add.accumulate(a_arr, out=buf[0, 1:])
-    np.add.accumulate(cost_arr, out=buf[1, 1:])
-    np.add.accumulate(cost_arr * a_arr, out=buf[2, 1:])
-    top = float(row[t])
-    a, sa = a_arr.tolist(), buf[0].tolist()
-    if not checked and not (a[0] >= 0.0 and abs(sa[n] + top - 1.0) <= _EXACT_SUM):
-        return None
-    cost, sc, sca = memoryview(cost_arr), memoryview(buf[1]), memoryview(buf[2])
-    return top, t, order, a, sa, cost, sc, sca, math.log(top + floor), a_arr
+    t = 0
+    for k in range(1, c):  # the lowest index among ties, as numpy's argmax
+        if row[k] > row[t]:
+            t = k
+    key = row.copy()
+    key[t] = np.inf
+    order = np.argsort(key, kind="mergesort")[:n]
+    a = np.empty(n)
+    cost = np.empty(n)
+    sa = np.empty(n + 1)
+    sc = np.empty(n + 1)
+    sca = np.empty(n + 1)
+    sa[0] = sc[0] = sca[0] = 0.0
+    for j in range(n):
+        v = row[order[j]]
+        a[j] = v
+        cost[j] = math.log(v + floor)
+        sa[j + 1] = sa[j] + v
+        sc[j + 1] = sc[j] + cost[j]
+        sca[j + 1] = sca[j] + cost[j] * v
+    return row[t], t, order, a, cost, sa, sc, sca
 
 
-def _row_interval(a: list, sa: list, top: float, half: float, m: float) -> tuple[float, float]:
-    """[T_lo, T_hi] of one row (as :func:`_top_interval`), by binary search for the water level.
+@njit(cache=True, nogil=True)
+def _row_interval(a, sa, top, half, m):  # pragma: no cover - compiled
+    """[T_lo, T_hi] of one row, by binary search for the water level.
 
     The levels are the values a_j + m and y_t in descending order; the water level lies on the
     first one that the mean of the levels above it, less ε/2, does not fall below. With
     ``above`` levels a_j + m above y_t, the i largest levels sum to S(i) = Σ of the i (or, past
     ``above``, i − 1) largest a_j, plus their margins, plus y_t once i > ``above``.
     """
-    n = len(a)
-    above = n - bisect_right(a, top - m)
+    n = a.shape[0]
+    above = n - np.searchsorted(a, top - m, side="right")
     total = sa[n]
     lo, hi = 0, n
     while lo < hi:  # the first i whose level (S(i + 1) − ε/2) / (i + 1) >= the next level
@@ -508,224 +185,165 @@ def _row_interval(a: list, sa: list, top: float, half: float, m: float) -> tuple
             head = (total - sa[n - j + 1]) + i * m + top
         if j < above:
             nxt = a[n - 1 - j] + m
+        elif j == above:
+            nxt = top
         else:
-            nxt = top if j == above else a[n - j] + m
+            nxt = a[n - j] + m
         if (head - half) / j >= nxt:
             hi = i
         else:
             lo = i + 1
     j = lo + 1
-    head = (total - sa[n - j]) + j * m if j <= above else (total - sa[n - j + 1]) + lo * m + top
+    if j <= above:
+        head = (total - sa[n - j]) + j * m
+    else:
+        head = (total - sa[n - j + 1]) + lo * m + top
     water = (head - half) / j
     low = (1.0 + n * m) / (n + 1)
-    return (water if water > low else low), (top + half if top + half < 1.0 else 1.0)
+    return max(water, low), min(top + half, 1.0)
 
 
-def _solve_row(
-    row: np.ndarray, eps: float, m: float, floor: float, *, checked: bool = False
-) -> tuple[Any, bool, int] | None:
-    """Solve Eq. 9 for one row with Python floats (module docstring, "Small batches").
+@njit(cache=True, nogil=True, inline="always")
+def _pos(v, dv):  # pragma: no cover - compiled
+    """max(v, 0) with its one-sided derivative (values within _TIE of 0 count as 0)."""
+    if v < -_TIE:
+        return 0.0, 0.0
+    if v <= _TIE:
+        return max(v, 0.0), max(dv, 0.0)
+    return v, dv
 
-    Returns ``(ŷ, infeasible, steps)`` with ŷ a list or an array in the row's class order, or
-    None when the row must first go through :func:`check_probabilities` (``checked=False``).
+
+@njit(cache=True, nogil=True)
+def _given_top(T, s, a, sa, sc, sca, cost, top, top_cost, half, m):  # pragma: no cover
+    """g(T), the optimum with ŷ_t = T, and its one-sided slope along s (+1 right, −1 left).
+
+    Steps 1–2 of the module docstring in counts: on the side s of T the optimum has a fixed
+    shape (which classes are clipped, at the cap, untouched or drained, and the two fronts),
+    found by binary searches on the sorted values (within ``_TIE``, by their derivatives along
+    s); g and its slope then follow from a few entries of the prefix sums.
     """
-    data = _row_data(row, floor, checked=checked)
-    if data is None:
-        return None
-    top, t, order, a, sa, cost, sc, sca, top_cost, a_arr = data
-    n = len(a)
+    n = a.shape[0]
     n1 = n - 1
-    half = eps / 2.0
-    lo, hi = _row_interval(a, sa, top, half, m)
-    if lo > hi + _FEASIBLE:
-        return row, True, 0
-    lo = min(lo, hi)
     sc_n = sc[n]
-
-    def given_top(  # the row's data as defaults: local variables, the fastest to read
-        T: float,
-        s: float,
-        a: Any = a,
-        sa: Any = sa,
-        sc: Any = sc,
-        sca: Any = sca,
-        cost: Any = cost,
-        n: int = n,
-        n1: int = n1,
-        top: float = top,
-        top_cost: float = top_cost,
-        half: float = half,
-        m: float = m,
-        sc_n: float = sc_n,
-        _TIE: float = _TIE,
-        bisect_right: Any = bisect_right,
-        floor: Any = math.floor,
-    ) -> tuple[float, float]:
-        """g(T) and its slope along s: :func:`_given_top` for one row and one point."""
-        u = T - m
-        mass = 1.0 - T
-        # 1. Clip.
-        rs = bisect_right(a, u + s * _TIE)
-        sa_rs, sc_rs = sa[rs], sc[rs]
-        clipped = n - rs
-        total = sa_rs + clipped * u
-        g = top_cost * T + sca[rs] + u * (sc_n - sc_rs)
-        dg = top_cost * s + s * (sc_n - sc_rs)
-        need = mass - total
-        dneed = -s - s * clipped
-        over = T - top
-        if over > _TIE:
-            budget, dbudget = half - over, -s
-        elif over < -_TIE:
-            budget, dbudget = half, 0.0
-        else:
-            budget, dbudget = half - max(over, 0.0), -max(s, 0.0)
-        # 2. The cost-optimal allocation: kf classes at the cap, then one partial class.
-        kf = floor((mass + _TIE) / u)  # (builtin min/max calls cost more than these ifs)
-        if kf > n:
-            kf = n
-        elif kf >= 1 and s > 0 and mass - kf * u <= _TIE:
-            kf -= 1
-        kk = kf if kf < rs else rs
-        gain = kk * u - sa[kk]
-        dgain = s * kk
-        if kf < n:
-            vb = mass - kf * u
-            dvb = -s * (1 + kf)
-            if vb < -_TIE:
-                vb = dvb = 0.0
-            elif vb <= _TIE:
-                vb, dvb = max(vb, 0.0), max(dvb, 0.0)
-            gp = vb - (a[kf] if a[kf] < u else u)
-            dgp = dvb if kf < rs else dvb - s
-            if gp > _TIE:
-                gain += gp
-                dgain += dgp
-            elif gp >= -_TIE:
-                gain += max(gp, 0.0)
-                dgain += max(dgp, 0.0)
-        if gain < budget - _TIE:
-            add, dadd = gain, dgain
-        elif budget < gain - _TIE:
-            add, dadd = budget, dbudget
-        else:
-            add, dadd = min(gain, budget), min(dgain, dbudget)
-        take = add - need
-        dtake = dadd - dneed
-        if take < -_TIE:
-            take = dtake = 0.0
-        elif take <= _TIE:
-            take, dtake = max(take, 0.0), max(dtake, 0.0)
-        # Fill: f classes reach the cap (j·u − sa_j grows with j up to rs), class f the rest.
-        thr = add - _TIE
-        f, hi_f = 0, rs
-        while f < hi_f:
-            mid = (f + hi_f + 1) >> 1
-            if mid * u - sa[mid] < thr:
-                f = mid
-            else:
-                hi_f = mid - 1
-        if f < rs and add - ((f + 1) * u - sa[f + 1]) >= -_TIE and dadd - s * (f + 1) >= 0:
-            f += 1
-        sc_f = sc[f]
-        g += u * sc_f - sca[f]
-        dg += s * sc_f
-        if f < rs:
-            rem = add - (f * u - sa[f])
-            drem = dadd - s * f
-            if rem < -_TIE:
-                rem = drem = 0.0
-            elif rem <= _TIE:
-                rem, drem = max(rem, 0.0), max(drem, 0.0)
-            g += cost[f] * rem
-            dg += cost[f] * drem
-        # Drain: classes j >= n − q go to 0, the one before gives the rest.
-        thr = total - take + _TIE
-        last = rs if rs < n1 else n1  # up to here Σ_{i<j} x⁰_i is sa_j, nondecreasing: bisect
-        q = last + 1 - bisect_right(sa, thr, 0, last + 1)
-        if rs < n1:  # after rs it is sa_rs + (j − rs) u
-            x = (thr - sa_rs) / u + rs
-            if x < rs + 1:
-                q += n1 - rs
-            elif x < n1:
-                q += n1 - floor(x)
-        if q < n:
-            jd = n1 - q
-            v = take - total + (sa[jd] if jd <= rs else sa_rs + (jd - rs) * u)
-            if v >= -_TIE and dtake - s * (n - (jd if jd > rs else rs)) >= 0:
-                q += 1
-        qs = n - q
-        mq = qs if qs > rs else rs
-        sc_mq = sc[mq]
-        g -= sca[mq] - sca[qs] + u * (sc_n - sc_mq)
-        dg -= s * (sc_n - sc_mq)
-        if qs >= 1:
-            rem = take - total + (sa[qs] if qs <= rs else sa_rs + (qs - rs) * u)
-            drem = dtake - s * (n - mq)
-            if rem < -_TIE:
-                rem = drem = 0.0
-            elif rem <= _TIE:
-                rem, drem = max(rem, 0.0), max(drem, 0.0)
-            g -= cost[qs - 1] * rem
-            dg -= cost[qs - 1] * drem
-        return g, dg
-
-    # Without the budget the optimum puts the k1 cheapest classes at the cap, k1 − 1 the last
-    # count whose slope c_t + Σ_{j<k} c_j − (k + 1) c_k is >= 0 (it falls as k grows). If that
-    # spends less than the budget, it is the optimum with the budget too (g >= that relaxation).
-    k0, k_hi = -1, n1
-    while k0 < k_hi:
-        mid = (k0 + k_hi + 1) >> 1
-        if top_cost + sc[mid] - (mid + 1) * cost[mid] >= 0.0:
-            k0 = mid
-        else:
-            k_hi = mid - 1
-    k1 = k0 + 1
-    best = (1.0 + k1 * m) / (k1 + 1)
-    steps = 0
-    if lo <= best <= hi:
-        u = best - m
-        r = bisect_right(a, u)
-        spent = k1 * u - sa[k1] if k1 <= r else r * u - sa[r]
-        if spent > half - max(best - top, 0.0) - _TIE:
-            best = -1.0
+    u = T - m
+    mass = 1.0 - T
+    # 1. Clip.
+    rs = np.searchsorted(a, u + s * _TIE, side="right")
+    sa_rs, sc_rs = sa[rs], sc[rs]
+    clipped = n - rs
+    total = sa_rs + clipped * u
+    g = top_cost * T + sca[rs] + u * (sc_n - sc_rs)
+    dg = top_cost * s + s * (sc_n - sc_rs)
+    need = mass - total
+    dneed = -s - s * clipped
+    over = T - top
+    if over > _TIE:
+        budget, dbudget = half - over, -s
+    elif over < -_TIE:
+        budget, dbudget = half, 0.0
     else:
-        best = -1.0
-    if best < 0.0:
-        best, steps = _row_search(given_top, lo, hi, top if n >= _ROW_TOP_FIRST else -1.0)
-    return _row_solution(best, m, half, top, t, order, a, sa, a_arr), False, steps
+        budget, dbudget = half - max(over, 0.0), -max(s, 0.0)
+    # 2. The cost-optimal allocation: kf classes at the cap, then one partial class.
+    kf = math.floor((mass + _TIE) / u)
+    if kf > n:
+        kf = n
+    elif kf >= 1 and s > 0 and mass - kf * u <= _TIE:
+        kf -= 1
+    kk = kf if kf < rs else rs
+    gain = kk * u - sa[kk]
+    dgain = s * kk
+    if kf < n:
+        vb, dvb = _pos(mass - kf * u, -s * (1 + kf))
+        gp = vb - (a[kf] if a[kf] < u else u)
+        dgp = dvb if kf < rs else dvb - s
+        gp, dgp = _pos(gp, dgp)
+        gain += gp
+        dgain += dgp
+    if gain < budget - _TIE:
+        add, dadd = gain, dgain
+    elif budget < gain - _TIE:
+        add, dadd = budget, dbudget
+    else:
+        add, dadd = min(gain, budget), min(dgain, dbudget)
+    take, dtake = _pos(add - need, dadd - dneed)
+    # Fill: f classes reach the cap (j·u − sa_j grows with j up to rs), class f the rest.
+    thr = add - _TIE
+    f, hi_f = 0, rs
+    while f < hi_f:
+        mid = (f + hi_f + 1) >> 1
+        if mid * u - sa[mid] < thr:
+            f = mid
+        else:
+            hi_f = mid - 1
+    if f < rs and add - ((f + 1) * u - sa[f + 1]) >= -_TIE and dadd - s * (f + 1) >= 0:
+        f += 1
+    sc_f = sc[f]
+    g += u * sc_f - sca[f]
+    dg += s * sc_f
+    if f < rs:
+        rem, drem = _pos(add - (f * u - sa[f]), dadd - s * f)
+        g += cost[f] * rem
+        dg += cost[f] * drem
+    # Drain: classes j >= n − q go to 0, the one before gives the rest.
+    thr = total - take + _TIE
+    last = rs if rs < n1 else n1  # up to here Σ_{i<j} x⁰_i is sa_j, nondecreasing: bisect
+    q = last + 1 - np.searchsorted(sa[: last + 1], thr, side="right")
+    if rs < n1:  # after rs it is sa_rs + (j − rs) u
+        x = (thr - sa_rs) / u + rs
+        if x < rs + 1:
+            q += n1 - rs
+        elif x < n1:
+            q += n1 - math.floor(x)
+    if q < n:
+        jd = n1 - q
+        v = take - total + (sa[jd] if jd <= rs else sa_rs + (jd - rs) * u)
+        if v >= -_TIE and dtake - s * (n - (jd if jd > rs else rs)) >= 0:
+            q += 1
+    qs = n - q
+    mq = qs if qs > rs else rs
+    sc_mq = sc[mq]
+    g -= sca[mq] - sca[qs] + u * (sc_n - sc_mq)
+    dg -= s * (sc_n - sc_mq)
+    if qs >= 1:
+        rem, drem = _pos(
+            take - total + (sa[qs] if qs <= rs else sa_rs + (qs - rs) * u), dtake - s * (n - mq)
+        )
+        g -= cost[qs - 1] * rem
+        dg -= cost[qs - 1] * drem
+    return g, dg
 
 
-def _row_search(given_top: Any, lo: float, hi: float, first: float) -> tuple[float, int]:
-    """:func:`_search_top` for one row: the supporting-line search, one point per step.
+@njit(cache=True, nogil=True)
+def _row_search(lo, hi, first, a, sa, sc, sca, cost, top, top_cost, half, m):  # pragma: no cover
+    """The supporting-line search over T for one row (module docstring); returns (T, steps).
 
     With ``first`` inside (lo, hi) its two slopes are looked at before the ends: the optimum is
     often there, and it splits the bracket.
     """
     steps = 0
     if lo < first < hi:
-        g_y, s_r = given_top(first, 1.0)
+        g_y, s_r = _given_top(first, 1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
         if s_r < 0:
             t_lo, g_lo, s_lo = first, g_y, s_r
-            g_hi, s_hi = given_top(hi, -1.0)
+            g_hi, s_hi = _given_top(hi, -1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
             s_hi = -s_hi
             if s_hi <= 0:
                 return hi, 1
             t_hi = hi
         else:
-            g_y, s_l = given_top(first, -1.0)
+            g_y, s_l = _given_top(first, -1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
             if -s_l <= 0:
                 return first, 1
             t_hi, g_hi, s_hi = first, g_y, -s_l
-            g_lo, s_lo = given_top(lo, 1.0)
+            g_lo, s_lo = _given_top(lo, 1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
             if s_lo >= 0:
                 return lo, 1
             t_lo = lo
     else:
-        g_lo, s_lo = given_top(lo, 1.0)
+        g_lo, s_lo = _given_top(lo, 1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
         if lo >= hi or s_lo >= 0:
             return lo, 0
-        g_hi, s_hi = given_top(hi, -1.0)
+        g_hi, s_hi = _given_top(hi, -1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
         s_hi = -s_hi
         if s_hi <= 0:
             return hi, 0
@@ -737,15 +355,15 @@ def _row_search(given_top: Any, lo: float, hi: float, first: float) -> tuple[flo
         cross = t_lo if cross < t_lo else (t_hi if cross > t_hi else cross)
         if steps > 6 and steps % 2 == 0 and t_hi - t_lo > 0.5 * width:  # slow: bisect
             T = 0.5 * (t_lo + t_hi)
-            g, slope = given_top(T, 1.0)
+            g, slope = _given_top(T, 1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
             if slope == 0:
                 return T, steps
         else:
             T = cross
-            g, slope = given_top(T, 1.0)
+            g, slope = _given_top(T, 1.0, a, sa, sc, sca, cost, top, top_cost, half, m)
             if slope == 0 or g - (g_lo + s_lo * (cross - t_lo)) <= _CERTIFY:
                 return T, steps
-        if t_hi - t_lo <= 4 * math.ulp(t_hi):
+        if t_hi - t_lo <= 4 * np.spacing(t_hi):
             return (t_lo if g_lo <= g_hi else t_hi), steps
         if steps % 2 == 0:
             width = t_hi - t_lo
@@ -753,23 +371,20 @@ def _row_search(given_top: Any, lo: float, hi: float, first: float) -> tuple[flo
             t_lo, g_lo, s_lo = T, g, slope
         elif slope > 0 and T < t_hi:
             t_hi, g_hi, s_hi = T, g, slope
-    raise RuntimeError(  # pragma: no cover - the bracket collapses long before
-        "solve_modelguard_w: the search over the top value did not converge."
-    )
+    return np.nan, steps  # never reached: the bracket collapses long before
 
 
-def _row_solution(
-    T: float, m: float, half: float, top: float, t: int, order: Any, a: list, sa: list, a_arr: Any
-) -> Any:
-    """:func:`_solution` for one row, written from its structure: the first f classes at the
-    cap, class f partly filled, a band untouched (clipped to the cap above r), class qs − 1
-    partly drained and the classes from qs on at 0; classes touched by both the fill and the
-    drain (only where they meet, with amounts at rounding level) get the elementwise formula.
-    Returns the row in class order, a list (or an array for rows prepared with numpy)."""
-    n = len(a)
+@njit(cache=True, nogil=True)
+def _row_solution(T, m, half, top, a, sa, out, order, t):  # pragma: no cover - compiled
+    """Write into ``out`` the optimum with ŷ_t = T, from its structure: the first f classes at
+    the cap, class f partly filled, a band untouched (clipped to the cap above r), class
+    qs − 1 partly drained and the classes from qs on at 0; classes touched by both the fill and
+    the drain (only where they meet, with amounts at rounding level) get the elementwise
+    formula."""
+    n = a.shape[0]
     u = T - m
     mass = 1.0 - T
-    r = bisect_right(a, u)  # a_j <= u keep their value, the others are clipped to u
+    r = np.searchsorted(a, u, side="right")  # a_j <= u keep their value, the others are clipped
     sa_r = sa[r]
     total = sa_r + (n - r) * u
     # P⁺, what the cost-optimal allocation of 1 − T under the cap adds, caps the fill.
@@ -801,21 +416,18 @@ def _row_solution(
             hi_f = mid - 1
     thr = total - take  # the drained classes: Σ_{i<j} x⁰_i >= Σ x⁰ − D
     if thr <= sa_r:
-        qs = bisect_left(sa, thr, 0, r + 1)
+        qs = np.searchsorted(sa[: r + 1], thr, side="left")
     else:
         qs = r + math.ceil((thr - sa_r) / u)
         if qs > n:
             qs = n
-    if a_arr is None:
-        x: Any = a[:r]
-        x += [u] * (n - r)
-        x[:f] = [u] * f
-    else:
-        x = np.minimum(a_arr, u)
-        x[:f] = u
+    x = np.empty(n)
+    for j in range(n):
+        x[j] = u if (j < f or j >= r) else a[j]
     if f < r:
         x[f] = a[f] + (add - (f * u - sa[f]))
-    x[qs:] = [0.0] * (n - qs) if a_arr is None else 0.0
+    for j in range(qs, n):
+        x[j] = 0.0
     if qs:
         pre = sa[qs] if qs <= r else sa_r + (qs - r) * u
         x[qs - 1] = (a[qs - 1] if qs - 1 < r else u) - (take - (total - pre))
@@ -827,18 +439,64 @@ def _row_solution(
         drain = take - (total - pre)
         drain = 0.0 if drain < 0.0 else (x0 if drain > x0 else drain)
         x[j] = x0 + fill - drain
-    if a_arr is None:
-        out = [0.0] * (n + 1)
-        for i, v in zip(order, x, strict=True):
-            if v > 0.0:
-                out[i] = v
-        out[t] = T
-        return out
-    out_arr = np.empty(n + 1)
-    np.maximum(x, 0.0, out=x)
-    out_arr[order] = x
-    out_arr[t] = T
-    return out_arr
+    for j in range(n):
+        out[order[j]] = x[j] if x[j] > 0.0 else 0.0
+    out[t] = T
+
+
+@njit(cache=True, nogil=True)
+def _solve_rows(y, eps, m, floor, checked, out, infeasible, steps):  # pragma: no cover
+    """Solve Eq. 9 for every row of ``y`` into ``out``; returns the index of the first row that
+    must first go through :func:`check_probabilities` (``checked=False``: negative entries or a
+    sum off 1), or -1 when all were solved."""
+    for i in range(y.shape[0]):
+        row = y[i]
+        if not checked:  # as check_probabilities would take it (NaN fails every comparison)
+            total = 0.0
+            for v in row:
+                if not v >= 0.0:
+                    return i
+                total += v
+            if not abs(total - 1.0) <= _EXACT_SUM:
+                return i
+        top, t, order, a, cost, sa, sc, sca = _row_prepare(row, floor)
+        n = a.shape[0]
+        half = eps[i] / 2.0
+        lo, hi = _row_interval(a, sa, top, half, m)
+        infeasible[i] = lo > hi + _FEASIBLE
+        if infeasible[i]:
+            out[i] = row
+            steps[i] = 0
+            continue
+        lo = min(lo, hi)
+        top_cost = math.log(top + floor)
+        # Without the budget the optimum puts the k1 cheapest classes at the cap, k1 − 1 the
+        # last count whose slope c_t + Σ_{j<k} c_j − (k + 1) c_k is >= 0 (it falls as k grows).
+        # If that spends less than the budget, it is the optimum with the budget too.
+        k0, k_hi = -1, n - 1
+        while k0 < k_hi:
+            mid = (k0 + k_hi + 1) >> 1
+            if top_cost + sc[mid] - (mid + 1) * cost[mid] >= 0.0:
+                k0 = mid
+            else:
+                k_hi = mid - 1
+        k1 = k0 + 1
+        best = (1.0 + k1 * m) / (k1 + 1)
+        n_steps = 0
+        if lo <= best <= hi:
+            u = best - m
+            r = np.searchsorted(a, u, side="right")
+            spent = k1 * u - sa[k1] if k1 <= r else r * u - sa[r]
+            if spent > half - max(best - top, 0.0) - _TIE:
+                best = -1.0
+        else:
+            best = -1.0
+        if best < 0.0:
+            first = top if n >= _TOP_FIRST else -1.0
+            best, n_steps = _row_search(lo, hi, first, a, sa, sc, sca, cost, top, top_cost, half, m)
+        steps[i] = n_steps
+        _row_solution(best, m, half, top, a, sa, out[i], order, t)
+    return -1
 
 
 def _check_inputs(
@@ -858,41 +516,35 @@ def _check_inputs(
     return y, eps, m, floor
 
 
-def _solve_rows(
-    y: np.ndarray, eps: list[float], m: float, floor: float, *, checked: bool
+def _solve_compiled(
+    y: np.ndarray, eps: np.ndarray, m: float, floor: float, *, checked: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The row path over a small batch; None if a row needs the full check (``checked=False``)."""
-    rows, infeasible, steps = [], [], []
-    for i, e in enumerate(eps):
-        solved = _solve_row(y[i], e, m, floor, checked=checked)
-        if solved is None:
-            return None
-        rows.append(solved[0])
-        infeasible.append(solved[1])
-        steps.append(solved[2])
-    return (
-        np.array(rows, dtype=np.float64),
-        np.array(infeasible, dtype=bool),
-        np.array(steps, dtype=np.int64),
-    )
+    """The compiled solver over a batch; None if a row needs the full check (``checked=False``)."""
+    n_rows = len(y)
+    out = np.empty_like(y)
+    infeasible = np.zeros(n_rows, dtype=bool)
+    steps = np.zeros(n_rows, dtype=np.int64)
+    if _solve_rows(y, eps, m, floor, checked, out, infeasible, steps) >= 0:
+        return None
+    if (steps < 0).any():  # pragma: no cover - the bracket collapses long before
+        raise RuntimeError("solve_modelguard_w: the search over the top value did not converge.")
+    return out, infeasible, steps
 
 
-def _solve_small(
-    y: Any, epsilon: Any, margin: Any, log_floor: Any, *, return_info: bool
-) -> tuple[np.ndarray, ModelGuardWInfo | None] | None:
-    """The row path with validation done cheaply, or None where the general checks must run.
-
-    Takes float64 batches of 1 to ``_ROW_PATH_MAX_ROWS`` rows and plain float parameters in
-    range; rows are checked as :func:`check_probabilities` would (by :func:`_row_data`), and
-    anything else (other types, bad values, rows to renormalise) goes the general way, which
-    validates, raises its errors and renormalises.
-    """
+def _solve_fast(
+    y: Any, epsilon: Any, margin: Any, log_floor: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The compiled solver with validation done cheaply, or None where the general checks must
+    run: takes C-contiguous float64 batches and plain float parameters in range; rows are
+    checked as :func:`check_probabilities` would (non-negative, summing to 1 within rounding),
+    and anything else (other types, bad values, rows to renormalise) goes the general way, which
+    validates, raises its errors and renormalises."""
     if not (
         type(y) is np.ndarray
         and y.ndim == 2
         and y.dtype == np.float64
-        and 0 < y.shape[0]
-        and (y.shape[0] <= _ROW_PATH_MAX_ROWS or y.shape[1] >= _ROW_PATH_MIN_CLASSES)
+        and y.flags.c_contiguous
+        and y.shape[0] > 0
         and y.shape[1] > 1
         and isinstance(margin, float)
         and 0.0 <= margin < 1.0
@@ -902,32 +554,20 @@ def _solve_small(
         return None
     n_rows = y.shape[0]
     if isinstance(epsilon, float):
-        eps = [float(epsilon)] * n_rows
-    elif type(epsilon) is np.ndarray and epsilon.shape == (n_rows,):
-        eps = epsilon.tolist()
+        if not 0.0 <= epsilon < math.inf:
+            return None
+        eps = np.full(n_rows, epsilon)
+    elif (
+        type(epsilon) is np.ndarray
+        and epsilon.shape == (n_rows,)
+        and epsilon.dtype == np.float64
+        and bool(np.all(epsilon >= 0.0))
+        and bool(np.all(epsilon < math.inf))
+    ):
+        eps = epsilon
     else:
         return None
-    for e in eps:
-        if not (isinstance(e, float) and 0.0 <= e < math.inf):
-            return None
-    if n_rows == 1:  # the common case, without the batch's lists
-        solved = _solve_row(y[0], eps[0], float(margin), float(log_floor))
-        if solved is None:
-            return None
-        row, infeasible, steps = solved
-        if type(row) is list:
-            out = np.fromiter(row, np.float64, len(row)).reshape(1, -1)
-        else:  # an array: a solution, or the input row itself when it was infeasible
-            out = row.reshape(1, -1).copy() if infeasible else row.reshape(1, -1)
-        if not return_info:
-            return out, None
-        info = ModelGuardWInfo(infeasible=np.array([infeasible]), steps=np.array([steps]))
-        return out, info
-    solved_rows = _solve_rows(y, eps, float(margin), float(log_floor), checked=False)
-    if solved_rows is None:
-        return None
-    out, infeasible_rows, step_rows = solved_rows
-    return out, ModelGuardWInfo(infeasible=infeasible_rows, steps=step_rows)
+    return _solve_compiled(y, eps, float(margin), float(log_floor), checked=False)
 
 
 def solve_modelguard_w(
@@ -944,44 +584,14 @@ def solve_modelguard_w(
     (``y`` breaks the margin by more than the budget can repair) are returned unchanged; with
     ``return_info=True`` the call also returns a :class:`ModelGuardWInfo` that counts them.
     """
-    small = _solve_small(y, epsilon, margin, log_floor, return_info=return_info)
-    if small is not None:
-        return small if return_info else small[0]
-    y, eps, m, floor = _check_inputs(y, epsilon, margin, log_floor, "solve_modelguard_w")
-    n_rows, c = y.shape
-    out = y.copy()
-    infeasible = np.zeros(n_rows, dtype=bool)
-    steps = np.zeros(n_rows, dtype=np.int64)
-    if c > 1 and (0 < n_rows <= _ROW_PATH_MAX_ROWS or c >= _ROW_PATH_MIN_CLASSES):
-        out, infeasible, steps = _solve_rows(y, eps.tolist(), m, floor, checked=True)
-    elif n_rows > _CHUNK:  # bound the memory of the (rows, C) temporaries
-        for i in range(0, n_rows, _CHUNK):
-            part = slice(i, i + _CHUNK)
-            out[part], info = solve_modelguard_w(
-                y[part], eps[part], margin=m, log_floor=floor, return_info=True
-            )
-            infeasible[part], steps[part] = info.infeasible, info.steps
-    elif c > 1 and n_rows:
-        ids = np.arange(n_rows)
-        top = np.argmax(y, axis=1)  # numpy's rule: the lowest index among ties
-        key = y.copy()
-        key[ids, top] = np.inf
-        order = np.argsort(key, axis=1, kind="stable")[:, :-1]  # non-top classes, ascending
-        a = np.take_along_axis(y, order, axis=1)
-        rows = _Rows.build(
-            a, np.log(a + floor), y[ids, top], np.log(y[ids, top] + floor), eps / 2.0, m
-        )
-        lo, hi = _top_interval(rows)
-        infeasible = lo > hi + _FEASIBLE
-        ok = np.flatnonzero(~infeasible)
-        if ok.size:
-            rows = rows.take(ok)
-            t_best, steps[ok] = _search_top(rows, np.minimum(lo[ok], hi[ok]), hi[ok])
-            x = _solution(rows, t_best)
-            solved = np.empty((ok.size, c))
-            np.put_along_axis(solved, order[ok], np.maximum(x, 0.0), axis=1)
-            solved[np.arange(ok.size), top[ok]] = t_best
-            out[ok] = solved
+    solved = _solve_fast(y, epsilon, margin, log_floor)
+    if solved is None:
+        y, eps, m, floor = _check_inputs(y, epsilon, margin, log_floor, "solve_modelguard_w")
+        if y.shape[1] < 2 or not len(y):
+            solved = y.copy(), np.zeros(len(y), dtype=bool), np.zeros(len(y), dtype=np.int64)
+        else:
+            solved = _solve_compiled(np.ascontiguousarray(y), eps, m, floor, checked=True)
+    out, infeasible, steps = solved
     if return_info:
         return out, ModelGuardWInfo(infeasible=infeasible, steps=steps)
     return out
