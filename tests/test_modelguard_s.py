@@ -528,6 +528,10 @@ def test_grid_lookup_decides_as_the_full_scan(norm, epsilon):
     geo = mg._geometry(c)
     cents, _ = mg._quantize(_rows(3000, c, seed=6, alpha=0.3))
     grid = ms._Grid(cents[:2500], geo.radius + geo.band, mg._metric)  # 500 appended after
+    # built on 1,800, then 700 merged in (same pivots): the same decisions
+    merged = ms._Grid(cents[:1800], geo.radius + geo.band, mg._metric).extended(cents[:2500])
+    assert merged.size == 2500 and np.all(np.diff(merged.keys) >= 0)
+    assert sorted(merged.ranks.tolist()) == list(range(2500))
     queries = list(mg._quantize(_rows(300, c, seed=7, alpha=0.3))[0])
     for i in rng.choice(len(cents), 400):  # on and around the spheres that decide
         step = rng.normal(size=c)
@@ -541,14 +545,16 @@ def test_grid_lookup_decides_as_the_full_scan(norm, epsilon):
         rank, fragile = ms._first_within(q[None], cents, geo, mg._metric)
         expected = (int(rank[0]), bool(fragile[0]))
         assert grid.first_within(q, cents, geo) == expected
+        assert merged.first_within(q, cents, geo) == expected
         assert _reference_first_within(q, cents, geo, mg._metric) == expected
         kinds.add((expected[0] >= 0, expected[1]))
     qs = np.clip(np.array(queries), 0, None)
     qs /= qs.sum(axis=1, keepdims=True)
-    rank, fragile = grid.first_within_rows(qs, cents, geo)
     ref_rank, ref_fragile = ms._first_within(qs, cents, geo, mg._metric)
-    np.testing.assert_array_equal(rank, ref_rank)
-    np.testing.assert_array_equal(fragile, ref_fragile)
+    for g in (grid, merged):
+        rank, fragile = g.first_within_rows(qs, cents, geo)
+        np.testing.assert_array_equal(rank, ref_rank)
+        np.testing.assert_array_equal(fragile, ref_fragile)
     assert {(True, True), (True, False)} <= kinds  # fragile and clear matches both occur
 
 

@@ -181,7 +181,7 @@ def _pivot_filter(others, pivot_d, lo, hi, reach, keep):  # pragma: no cover - c
 
 @njit(cache=True, nogil=True)
 def grid_first_within(
-    qs, pivots, keys, others, sketch, coords, rows, ranks, tail, radius, band, reach, euclid
+    qs, pivots, keys, others, sketch, coords, ranks, centroids, size, radius, band, reach, euclid
 ):  # pragma: no cover - compiled
     """:func:`first_within` over a grid's candidates (see ``modelguard_s._Grid``).
 
@@ -190,16 +190,16 @@ def grid_first_within(
     centroids' distances to the first pivot, ascending; ``others`` (P − 1, size): their distances
     to the other pivots; ``sketch`` (size, K): the centroids' values at the K coordinates
     ``coords`` (a part of a distance bounds it from below, so a candidate is dropped once that
-    part passes the outer radius; ``sketch`` is read row by row, ``rows`` only for the
-    survivors); ``rows``/``ranks``: the centroids in that order and their ranks;
-    ``tail``: the centroids appended after the grid was built (ranks size, size + 1, …), all
-    candidates. The decision is the ordered scan's over the candidates: the lowest-ranked within
-    the radius answers; it is fragile if it lies within the band of the radius, or if a
-    candidate of lower rank lies within the outer radius.
+    part passes the outer radius; ``sketch`` is read row by row, the centroids themselves only
+    for the survivors); ``ranks``: the grid's centroids' ranks in that order; ``centroids``: the
+    class's list (at least ``size`` long), whose entries from ``size`` on, appended after the
+    grid was made, are all candidates. The decision is the ordered scan's over the candidates:
+    the lowest-ranked within the radius answers; it is fragile if it lies within the band of the
+    radius, or if a candidate of lower rank lies within the outer radius.
     """
     n = qs.shape[0]
-    size = keys.shape[0]
     n_other = others.shape[0]
+    tail = centroids[size:]
     rank = np.full(n, -1, dtype=np.int64)
     fragile = np.zeros(n, dtype=np.bool_)
     outer = radius + band
@@ -242,7 +242,7 @@ def grid_first_within(
                 part += diff * diff if euclid else abs(diff)
             if part > (outer_sq if euclid else outer):
                 continue
-            d = _distance(q, order, rows[j], outer, outer_sq, euclid)
+            d = _distance(q, order, centroids[r], outer, outer_sq, euclid)
             if d <= outer:
                 if r < first_near:
                     first_near = r

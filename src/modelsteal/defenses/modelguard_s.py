@@ -118,6 +118,7 @@ _GRID_FROM = 1024  # centroids in a class from which single-row lookups use a gr
 _GRID_BATCH_FROM = 1 << 16  # ... and batches, once a full scan reads this many entries per row
 _GRID_KEEPS = 0.2  # a grid is used if its lookups do at most this fraction of a scan's work
 _GRID_PIVOTS = 8  # pivots of a grid
+_GRID_TAIL = 256  # centroids appended after a grid before they are merged into it
 _GRID_SKETCH = 16  # coordinates of each centroid a grid keeps together (two cache lines)
 _MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
 _EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
@@ -319,11 +320,16 @@ class ModelGuardS(Defense):
         return out
 
     def _grid(self, label: int, centroids: np.ndarray, geo: _Geometry) -> _Grid:
-        """The grid of class ``label``, rebuilt once many centroids were appended after it."""
+        """The grid of class ``label``: extended once ``_GRID_TAIL`` centroids were appended
+        after it, built anew (new pivots) once the class has doubled since it was built."""
         grid = self._grids.get(label)
-        if grid is None or not grid.size <= len(centroids) <= grid.size + 64 + grid.size // 64:
+        if grid is not None and grid.size <= len(centroids) <= grid.size + _GRID_TAIL:
+            return grid
+        if grid is None or not grid.size < len(centroids) <= 2 * grid.built:
             grid = _Grid(centroids, geo.radius + geo.band, self._metric)
-            self._grids[label] = grid
+        else:
+            grid = grid.extended(centroids)
+        self._grids[label] = grid
         return grid
 
     def _remember(self, clean: np.ndarray, out: np.ndarray) -> None:
@@ -601,6 +607,7 @@ class _Grid:
     """
 
     __slots__ = (
+        "built",
         "keys",
         "metric",
         "others",
@@ -608,7 +615,6 @@ class _Grid:
         "pivots",
         "ranks",
         "reach",
-        "rows",
         "size",
         "sketch",
         "sketch_coords",
@@ -617,6 +623,7 @@ class _Grid:
 
     def __init__(self, centroids: np.ndarray, outer: float, metric: str) -> None:
         self.size, self.outer, self.metric = len(centroids), outer, metric
+        self.built = self.size
         self.reach = outer * (1.0 + 1e-9) + 1e-12  # rounding of the pivot distances
         n_pivots = min(_GRID_PIVOTS, self.size)
         mean = centroids.mean(axis=0, keepdims=True)
@@ -631,11 +638,10 @@ class _Grid:
         d = d[:, spread]
         order = np.argsort(d[:, 0], kind="stable")
         self.ranks = order.astype(np.int64)
-        self.rows = np.ascontiguousarray(centroids[order])
         # the most varied coordinates, stored together: a cheap lower bound on each distance
         coords = np.argsort(-centroids.var(axis=0), kind="stable")[:_GRID_SKETCH]
         self.sketch_coords = coords.astype(np.int64)
-        self.sketch = np.ascontiguousarray(self.rows[:, coords])
+        self.sketch = np.ascontiguousarray(centroids[order][:, coords])
         self.keys = np.ascontiguousarray(d[order, 0])
         self.others = np.ascontiguousarray(d[order, 1:].T)  # one row per pivot: fast to reduce
         work = 0
@@ -643,6 +649,27 @@ class _Grid:
             lo, hi, keep = self._window(pivot_d)
             work += (hi - lo) * n_pivots + len(keep) * centroids.shape[1]
         self.useful = work <= _GRID_KEEPS * 32 * self.size * centroids.shape[1]
+
+    def extended(self, centroids: np.ndarray) -> _Grid:
+        """A new grid that also holds ``centroids[size:]`` (appended since), with the same pivots
+        and sketch coordinates: their distances to the pivots are merged into the sorted order.
+        (This grid is left as it is: lookups in flight may be reading it.)"""
+        new = centroids[self.size :]
+        d = cdist(new, self.pivots, self.metric)
+        order = np.argsort(d[:, 0], kind="stable")
+        d = d[order]
+        at = np.searchsorted(self.keys, d[:, 0], side="right")
+        grid = object.__new__(_Grid)
+        for name in ("metric", "outer", "pivots", "reach", "built", "sketch_coords", "useful"):
+            setattr(grid, name, getattr(self, name))
+        grid.size = len(centroids)
+        grid.keys = np.insert(self.keys, at, d[:, 0])
+        grid.others = np.ascontiguousarray(np.insert(self.others, at, d[:, 1:].T, axis=1))
+        grid.ranks = np.insert(self.ranks, at, self.size + order)
+        grid.sketch = np.ascontiguousarray(
+            np.insert(self.sketch, at, new[order][:, self.sketch_coords], axis=0)
+        )
+        return grid
 
     def _window(self, pivot_d: np.ndarray) -> tuple[int, int, np.ndarray]:
         """The window [lo, hi) of the grid's order around d(q, p₁), and the entries of it
@@ -667,9 +694,9 @@ class _Grid:
             self.others,
             self.sketch,
             self.sketch_coords,
-            self.rows,
             self.ranks,
-            np.ascontiguousarray(centroids[self.size :]),
+            np.ascontiguousarray(centroids),
+            self.size,
             geo.radius,
             geo.band,
             self.reach,
