@@ -1,4 +1,4 @@
-"""ModelGuard-W: the exact batched solver against one HiGHS LP per row (exactness and speed).
+"""ModelGuard-W: the exact solver against one HiGHS LP per row (exactness and speed).
 
 (a) Exactness: 2,500 random (y, ε) cases for each C in {2, 10, 100, 256}, drawn to include hard
     cases (peaked, near-uniform, tied, sparse, one-hot and margin-breaking rows; ε from 1e-9 to
@@ -175,7 +175,7 @@ def speed(rng: np.random.Generator, quick: bool) -> list[dict]:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# ModelGuard-W: exact batched solver vs HiGHS",
+        "# ModelGuard-W: exact solver vs HiGHS",
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}",
