@@ -205,6 +205,8 @@ def grid_first_within(
     outer = radius + band
     outer_sq = outer * outer * (1.0 + 1e-9)
     low = radius - band
+    # a part of a distance, summed in another order, may round above the whole: a little slack
+    part_limit = outer_sq if euclid else outer * (1.0 + 1e-9)
     big = size + tail.shape[0]
     n_sketch = coords.shape[0]
     q_sketch = np.empty(n_sketch)
@@ -240,7 +242,7 @@ def grid_first_within(
             for k in range(n_sketch):
                 diff = q_sketch[k] - sketch[j, k]
                 part += diff * diff if euclid else abs(diff)
-            if part > (outer_sq if euclid else outer):
+            if part > part_limit:
                 continue
             d = _distance(q, order, centroids[r], outer, outer_sq, euclid)
             if d <= outer:
