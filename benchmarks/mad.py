@@ -16,6 +16,10 @@ Two more columns say what bounds the ratio and whether the comparison is fair:
 - ``loop (channels-last)``: the per-sample loop given the same channels-last proxy, so that the
   loop is not slower merely for its memory layout (CNN only).
 
+``--bfloat16`` adds CNN rows whose batched defense runs the proxy in bfloat16
+(``MAD(proxy_dtype="bfloat16")``) against the same float32 per-sample loop; ``max diff`` and
+``rows_equal_to_loop`` (JSON) then say how often the answers still equal float32's.
+
 Inputs are uniform noise and the clean rows are Dirichlet(0.3) draws: MAD's cost does not depend
 on what the rows are. Each timing is the best of ``--repeats`` interleaved runs (the machines are
 shared), in CPU time of the timing thread (what a call costs a core; waiting for a core does not
@@ -32,6 +36,7 @@ whatever the batch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -73,14 +78,17 @@ def measure(
     *,
     classes: int = C,
     loop_rows: int | None = None,
+    proxy_dtype: str = "float32",
 ) -> dict:
     """Per-query cost of the batched defense and of the per-sample loop on the same rows.
 
     ``loop_rows``: time the per-sample loop (and check equality) on only the first rows; its
-    cost per row does not depend on the batch.
+    cost per row does not depend on the batch. ``proxy_dtype="bfloat16"``: the batched defense
+    runs its proxy in bfloat16; the per-sample loop, the reference, stays in float32.
     """
     proxy = build_model(arch, SHAPE, classes, seed=0)
-    defense = MAD(epsilon=1.0, oracle=oracle, proxy=proxy, seed=0)
+    dtype = {} if proxy_dtype == "float32" else {"proxy_dtype": proxy_dtype}
+    defense = MAD(epsilon=1.0, oracle=oracle, proxy=proxy, seed=0, **dtype)
     n_rows = max(batch, 64)  # batch 1: time 64 single-row calls and divide
     x = rng.random((n_rows, *SHAPE), dtype=np.float32)
     y = rng.dirichlet(np.full(classes, 0.3), size=n_rows)
@@ -107,8 +115,14 @@ def measure(
     # rows per forward pass, as MAD's
     step = getattr(mad_module, "_IMAGE_CHUNK" if image_fast else "_FORWARD_CHUNK", 1024)
 
+    precision = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if proxy_dtype == "bfloat16"
+        else contextlib.nullcontext()
+    )
+
     def forward_only() -> None:  # the floor of the batched path: the proxy's forward pass
-        with torch.no_grad():
+        with torch.no_grad(), precision:
             for s in chunks:
                 xt = torch.from_numpy(x[s])
                 xt = xt.contiguous(memory_format=torch.channels_last) if image_fast else xt
@@ -135,7 +149,9 @@ def measure(
         "per_sample_ms_per_query": 1e3 * t_per_sample,
         "speedup": t_per_sample / t_batched,
         "proxy_forward_ms_per_query": 1e3 * t_forward,
+        "proxy_dtype": proxy_dtype,
         "max_abs_difference": float(np.abs(a[:n_loop] - b).max()),
+        "rows_equal_to_loop": int(np.sum(np.abs(a[:n_loop] - b).max(axis=1) <= 1e-12)),
         "batched_ms_per_query_wall": 1e3 * both[0][1] / n_rows,
         "per_sample_ms_per_query_wall": 1e3 * both[1][1] / n_loop,
         "speedup_wall": (both[1][1] / n_loop) / (both[0][1] / n_rows),
@@ -162,8 +178,10 @@ def table(rows: list[dict]) -> list[str]:
         )
         loop = r["per_sample_ms_per_query"]
         note = f" ({r['loop_rows_timed']} rows)" if r["loop_rows_timed"] < r["rows_timed"] else ""
+        dtype = r.get("proxy_dtype", "float32")
+        proxy = r["proxy"] if dtype == "float32" else f"{r['proxy']}, {dtype}"
         lines.append(
-            f"| {r['proxy']} | {r['classes']} | {r['oracle']} | {r['batch']} "
+            f"| {proxy} | {r['classes']} | {r['oracle']} | {r['batch']} "
             f"| {r['batched_ms_per_query']:.3f} | {loop:.3f}{note} "
             f"| **{r['speedup']:.1f}×** ({r['speedup_wall']:.1f}×) "
             f"| {r['proxy_forward_ms_per_query']:.3f} | {cl} | {r['max_abs_difference']:.0e} |"
@@ -172,14 +190,24 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def run(
-    *, quick: bool, repeats: int, classes: list[int], loop_rows: int, log: bool = True
+    *,
+    quick: bool,
+    repeats: int,
+    classes: list[int],
+    loop_rows: int,
+    log: bool = True,
+    bfloat16: bool = False,
 ) -> list[dict]:
     big = 64 if quick else 256
     rng = np.random.default_rng(0)
     rows = []
-    configs = [(arch, oracle, C) for arch in ("cnn", "mlp") for oracle in ("extreme", "argmax")]
-    configs += [("cnn", "extreme", c) for c in classes if c != C]
-    for arch, oracle, c in configs:
+    configs = [
+        (arch, oracle, C, "float32") for arch in ("cnn", "mlp") for oracle in ("extreme", "argmax")
+    ]
+    configs += [("cnn", "extreme", c, "float32") for c in classes if c != C]
+    if bfloat16:
+        configs += [("cnn", oracle, C, "bfloat16") for oracle in ("extreme", "argmax")]
+    for arch, oracle, c, dtype in configs:
         for batch in (big, 1):
             row = measure(
                 arch,
@@ -189,11 +217,12 @@ def run(
                 rng,
                 classes=c,
                 loop_rows=None if c == C else loop_rows,
+                proxy_dtype=dtype,
             )
             rows.append(row)
             if log:
                 print(
-                    f"{arch:>3} C={c:<3} {oracle:>7} batch {batch:>3}: "
+                    f"{arch:>3} {dtype:>8} C={c:<3} {oracle:>7} batch {batch:>3}: "
                     f"batched {row['batched_ms_per_query']:.3f} ms/query, "
                     f"per-sample {row['per_sample_ms_per_query']:.3f} ms/query, "
                     f"{row['speedup']:.1f}x (max |diff| {row['max_abs_difference']:.1e})",
@@ -209,13 +238,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--classes", type=int, nargs="*", default=[], help="more CNN rows")
     parser.add_argument("--loop-rows", type=int, default=16)
+    parser.add_argument(
+        "--bfloat16", action="store_true", help="also the CNN proxy in bfloat16 (batched side)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
-    rows = run(quick=args.quick, repeats=repeats, classes=args.classes, loop_rows=args.loop_rows)
+    rows = run(
+        quick=args.quick,
+        repeats=repeats,
+        classes=args.classes,
+        loop_rows=args.loop_rows,
+        bfloat16=args.bfloat16,
+    )
     extra = [f"--threads {args.threads}"] if args.threads != 1 else []
     extra += [f"--classes {' '.join(map(str, args.classes))}"] if args.classes else []
     extra += [f"--loop-rows {args.loop_rows}"] if args.classes and args.loop_rows != 16 else []
+    extra += ["--bfloat16"] if args.bfloat16 else []
     result = {
         "benchmark": "MAD batched vs per-sample",
         "mode": "quick" if args.quick else "full",

@@ -150,6 +150,25 @@ def test_mad_is_seeded():
 
 
 @pytest.mark.parametrize("layer", ["last", "all"])
+@pytest.mark.parametrize("oracle", ["extreme", "argmax"])
+def test_bfloat16_proxy_keeps_the_promises(oracle, layer):
+    """The proxy's passes in bfloat16: the budget, the simplex and (argmax oracle) the argmax
+    hold as in float32; answers are seeded, and most equal float32's."""
+    x, y = _data(40, shape=(1, 8, 8))
+    y = np.concatenate([y, _hard_rows()])
+    x = np.concatenate([x, _data(len(_hard_rows()), shape=(1, 8, 8), seed=1)[0]])
+    kw = {"epsilon": 0.5, "oracle": oracle, "max_grad_layer": layer}
+    out = MAD(proxy_dtype="bfloat16", **kw).perturb(y, x=x)
+    assert np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-12)
+    assert np.all(np.abs(out - y).sum(axis=1) <= 0.5 + 1e-9)
+    if oracle == "argmax":
+        assert np.all(out.argmax(axis=1) == y.argmax(axis=1))
+    np.testing.assert_array_equal(out, MAD(proxy_dtype="bfloat16", **kw).perturb(y, x=x))
+    same = np.abs(out - MAD(**kw).perturb(y, x=x)).max(axis=1) <= 1e-12
+    assert same.mean() >= 0.5
+
+
+@pytest.mark.parametrize("layer", ["last", "all"])
 def test_jacobian_gram_is_g_g_transpose(layer):
     x, _ = _data(6)
     defense = MAD(max_grad_layer=layer, seed=1)
@@ -254,6 +273,10 @@ def test_mad_with_a_given_proxy_and_through_a_defended_target(digits_mlp, digits
         ({"proxy_arch": "resnet"}, r"'proxy_arch' parameter of MAD must be one of 'auto', "),
         ({"proxy": "model.pt"}, r"'proxy' parameter of MAD must be a torch.nn.Module"),
         ({"seed": -1}, r"'seed' parameter of MAD must be an int in \[0, inf\)"),
+        (
+            {"proxy_dtype": "float16"},
+            r"'proxy_dtype' parameter of MAD must be one of 'float32', 'bfloat16'. Got 'float16'",
+        ),
     ],
 )
 def test_mad_parameter_errors(params, match):
