@@ -81,11 +81,18 @@ def main() -> None:
         help="the bandit's arms: k-means clusters of the pool, or the data set each pool image "
         "came from (coarse labels the attacker has: it assembled the pool)",
     )
+    parser.add_argument(
+        "--fine-clusters",
+        type=int,
+        default=0,
+        help="a second level: each group cut into this many k-means clusters (0: one level)",
+    )
     args = parser.parse_args()
     adaptive = ADAPTIVE | {
         "reward": args.reward,
         "alpha": args.alpha,
         "n_clusters": args.n_clusters,
+        "fine_clusters": args.fine_clusters,
     }
     if not args.data_dir:
         sys.exit("Set MODELSTEAL_DATA or pass --data-dir: the MNIST and KMNIST files are needed.")
@@ -160,8 +167,9 @@ def main() -> None:
             mostly_mnist = None
             if run is not None:
                 groups = run["groups"]
-                share = np.bincount(groups, weights=in_domain, minlength=len(run["H"]))
-                share /= np.bincount(groups, minlength=len(run["H"]))
+                n_leaves = len(run["group_sizes"])
+                share = np.bincount(groups, weights=in_domain, minlength=n_leaves)
+                share /= np.bincount(groups, minlength=n_leaves)
                 mostly_mnist = share > 0.5
                 pis = np.array(run["policy"])
                 curves[seed] = {

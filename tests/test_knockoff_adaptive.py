@@ -156,6 +156,44 @@ def test_preference_grows_for_the_rewarding_cluster():
     assert share > 0.5  # random would give 0.25
 
 
+def test_two_levels_learn_the_group_and_the_cluster_within_it():
+    """Coarse labels pair the blobs {0, 1} and {2, 3}; fine_clusters=2 cuts each pair into its
+    blobs. The target is certain on blob 1 only: the top level learns its pair, the pair's own
+    bandit learns blob 1 over blob 0, and π stays a distribution over the leaves."""
+    pool, blob = _blobs(n_per=150)
+    target = _blob_target(blob, pool, confident_blob=1)
+    pair = blob // 2
+    strategy = KnockoffAdaptive(
+        coarse_labels=pair, fine_clusters=2, reward="certainty", alpha=0.1, pull_size=16
+    )
+    state = _drive(strategy, pool, target, steps=10, n=16, seed=0)  # 160 rows
+    run = state.memo["knockoff_adaptive"]
+    leaves, parent = run["groups"], run["parent"]
+    assert len(parent) == 4 and parent.tolist() == [0, 0, 1, 1]
+    for leaf in range(4):  # each leaf is one blob, inside its pair
+        assert len(set(blob[leaves == leaf].tolist())) == 1
+        assert set(pair[leaves == leaf].tolist()) == {parent[leaf]}
+    good = leaves[blob == 1][0]
+    pis = np.array(run["policy"])
+    np.testing.assert_allclose(pis.sum(axis=1), 1.0)
+    np.testing.assert_allclose(pis[0], 0.25)
+    assert run["H"][0] > run["H"][1]  # the pair holding blob 1
+    sibling = 1 - good % 2 + 2 * (good // 2)
+    assert run["H_leaf"][good] > run["H_leaf"][sibling]  # blob 1 over blob 0 within the pair
+    assert pis[-1, good] > 0.5
+    chosen = np.concatenate([_rows(pool, x) for x in state.queried_x])
+    assert len(set(chosen.tolist())) == len(chosen)
+
+
+def test_one_group_level_when_groups_are_small():
+    from modelsteal.attacks.adaptive_knockoff import _split_groups
+
+    pool, blob = _blobs(n_per=3, k=4)  # 3 rows per group, fine_clusters=5: kept whole
+    leaves, parent = _split_groups(pool, blob, 5, 4, np.random.default_rng(0))
+    np.testing.assert_array_equal(parent, [0, 1, 2, 3])
+    np.testing.assert_array_equal(parent[leaves], blob)
+
+
 def test_extract_within_budget_and_seeded(digits, digits_mlp):
     X, _ = digits
     target = TorchTarget(digits_mlp, input_shape=(64,))
@@ -194,6 +232,7 @@ def test_coarse_labels_are_the_groups():
         ({"alpha": 0.0}, "'alpha' parameter of KnockoffAdaptive must be a float in"),
         ({"pull_size": 0}, "'pull_size' parameter of KnockoffAdaptive must be an int"),
         ({"n_clusters": 1}, "'n_clusters' parameter of KnockoffAdaptive must be an int"),
+        ({"fine_clusters": -1}, "'fine_clusters' parameter of KnockoffAdaptive must be an int"),
         ({"coarse_labels": np.zeros((2, 2))}, "'coarse_labels' parameter .* non-empty 1-d"),
     ],
 )

@@ -38,8 +38,12 @@ Departures from the paper, and why:
   still have unused rows (an exhausted group gets probability 0, so a large H on it cannot drown
   the rest); standardised rewards are clipped to ±``reward_clip`` and H is kept centred, so H and
   π stay finite whatever the raw rewards' scale.
-- **Hierarchy of depth one.** The paper walks a tree of coarse-to-fine labels; here the only level
-  is the groups, and the leaves are pool rows drawn uniformly.
+- **A hierarchy of at most two levels.** The paper walks a tree of coarse-to-fine labels. Here
+  the groups are the top level; with ``fine_clusters`` each group is cut again by k-means into
+  up to that many clusters, each with its own gradient bandit among its group's clusters, as
+  the paper's inner nodes: a pull draws a group from π_top, then a cluster from that group's
+  π, and a reward updates both (the group's preference among groups, the cluster's among its
+  group's clusters). Pool rows are drawn uniformly within the chosen cluster.
 - The loss reward needs a substitute: before the first one is trained it is left out of the sum
   (with ``reward="loss"`` the policy then stays where it is).
 
@@ -225,17 +229,19 @@ def _groups(
 class KnockoffAdaptive:
     """KnockoffNets-adaptive (Orekondy et al. 2019, §4.2); see the module notes.
 
-    Parameters: ``n_clusters`` k-means groups of the pool (ignored when ``coarse_labels`` gives
-    each pool row's group); ``reward`` one of ``"certainty"``, ``"diversity"``, ``"loss"``,
+    Parameters: ``n_clusters`` k-means groups of the pool (ignored when ``coarse_labels`` gives each
+    pool row's group); ``fine_clusters`` 0 for one level, else the k-means clusters each group is
+    cut into for a second level; ``reward`` one of ``"certainty"``, ``"diversity"``, ``"loss"``,
     ``"all"``; ``alpha`` the bandit's step size per sample; ``pull_size`` rows per bandit step;
     ``diversity_window`` Δ, the number of recent answers whose mean the diversity reward compares
-    with; ``reward_clip`` the bound on standardised rewards; ``n_components`` the PCA dimension
-    the pool is clustered in. All randomness (clustering included) comes from the ``rng`` passed
-    to :meth:`propose`; all run state lives in ``state.memo``.
+    with; ``reward_clip`` the bound on standardised rewards; ``n_components`` the PCA dimension the
+    pool is clustered in. All randomness (clustering included) comes from the ``rng`` passed to
+    :meth:`propose`; all run state lives in ``state.memo``.
     """
 
     n_clusters: int = 10
     coarse_labels: Any = None
+    fine_clusters: int = 0
     reward: str = "all"
     alpha: float = 0.05
     pull_size: int = 32
@@ -246,7 +252,13 @@ class KnockoffAdaptive:
 
     def __post_init__(self) -> None:
         owner = "KnockoffAdaptive"
-        ints = {"n_clusters": 2, "pull_size": 1, "diversity_window": 1, "n_components": 1}
+        ints = {
+            "n_clusters": 2,
+            "fine_clusters": 0,
+            "pull_size": 1,
+            "diversity_window": 1,
+            "n_components": 1,
+        }
         for key, low in ints.items():
             object.__setattr__(
                 self, key, check_int(getattr(self, key), name=key, owner=owner, low=low)
@@ -290,11 +302,18 @@ class KnockoffAdaptive:
                     f"{self.n_clusters}. Give a larger pool or fewer clusters."
                 )
             groups = _groups(state.pool, self.n_clusters, self.n_components, rng)
-        k = int(groups.max()) + 1
+        parent = np.arange(int(groups.max()) + 1)
+        if self.fine_clusters:
+            groups, parent = _split_groups(
+                state.pool, groups, self.fine_clusters, self.n_components, rng
+            )
+        k = len(parent)
         run = {
-            "groups": groups,
+            "groups": groups,  # the leaf (cluster) of each pool row
+            "parent": parent,  # the top-level group of each leaf
             "group_sizes": np.bincount(groups, minlength=k),
-            "H": np.zeros(k),
+            "H": np.zeros(int(parent.max()) + 1),  # preferences among the top-level groups
+            "H_leaf": np.zeros(k),  # preferences of each leaf among its group's leaves
             "baseline": 0.0,  # r̄, the running mean of the (standardised, clipped) rewards
             "n_rewarded": 0,
             "scales": {r: RunningStandardizer() for r in REWARDS[:3]},
@@ -313,7 +332,7 @@ class KnockoffAdaptive:
         pending, run["pending"] = run["pending"], None
         if pending is None:
             return
-        start, actions, pi = pending["start"], pending["actions"], pending["pi"]
+        start, actions = pending["start"], pending["actions"]
         if state.n_queried != start + len(actions):
             return  # not (or not exactly) queried by extract: nothing to learn from
         y = _tail(state.responses, len(actions))
@@ -336,7 +355,23 @@ class KnockoffAdaptive:
         advantage = r - run["baseline"]
         run["n_rewarded"] += len(r)
         run["baseline"] += float((r - run["baseline"]).sum()) / run["n_rewarded"]
-        run["H"] = bandit_update(run["H"], actions, advantage, pi, alpha=self.alpha)
+        parent = run["parent"]
+        run["H"] = bandit_update(
+            run["H"], parent[actions], advantage, pending["pi_top"], alpha=self.alpha
+        )
+        if len(parent) > len(run["H"]):  # the second level: each group's bandit, its rows only
+            h_leaf = run["H_leaf"]
+            for g in np.unique(parent[actions]):
+                leaves = np.flatnonzero(parent == g)
+                rows = parent[actions] == g
+                local = np.searchsorted(leaves, actions[rows])
+                h_leaf[leaves] = bandit_update(
+                    h_leaf[leaves],
+                    local,
+                    advantage[rows],
+                    pending["pi_leaf"][leaves],
+                    alpha=self.alpha,
+                )
 
     # proposing ------------------------------------------------------------------------------
 
@@ -351,8 +386,8 @@ class KnockoffAdaptive:
         run = self._run(state, rng)
         self._learn(run, state)
         groups = run["groups"]
-        left = np.bincount(groups[unused], minlength=len(run["H"]))
-        pi = policy(run["H"], left > 0)
+        left = np.bincount(groups[unused], minlength=len(run["parent"]))
+        pi, pi_top, pi_leaf = _leaf_policy(run, left)
         # Every pull of this call is drawn from the same π: no answer arrives in between.
         picked, actions = [], []
         for size in _chunks(n, self.pull_size):
@@ -368,10 +403,55 @@ class KnockoffAdaptive:
         order = np.argsort(actions, kind="stable")
         rows = np.empty(n, dtype=np.int64)
         rows[order] = np.concatenate(picked)
-        run["pending"] = {"start": state.n_queried, "actions": actions, "pi": pi}
+        run["pending"] = {
+            "start": state.n_queried,
+            "actions": actions,
+            "pi_top": pi_top,
+            "pi_leaf": pi_leaf,
+        }
         run["policy"].append(pi)
         run["actions"].append(actions)
         return Proposal(x=state.pool[rows], pool_index=rows)
+
+
+def _leaf_policy(
+    run: dict[str, Any], left: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(π over the leaves, π_top over the groups, each leaf's π within its group), over the
+    leaves and groups that still have unused rows: π(leaf) = π_top(group) · π_group(leaf)."""
+    parent = run["parent"]
+    n_groups = len(run["H"])
+    alive = np.bincount(parent, weights=left, minlength=n_groups) > 0
+    pi_top = policy(run["H"], alive)
+    pi_leaf = np.zeros(len(parent))
+    if len(parent) == n_groups:  # one level: each group is its own single leaf
+        pi_leaf[:] = 1.0
+    else:
+        for g in np.flatnonzero(alive):
+            leaves = np.flatnonzero(parent == g)
+            pi_leaf[leaves] = policy(run["H_leaf"][leaves], left[leaves] > 0)
+    return pi_top[parent] * pi_leaf, pi_top, pi_leaf
+
+
+def _split_groups(
+    pool: np.ndarray, groups: np.ndarray, k: int, n_components: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each group into up to ``k`` k-means clusters: (the leaf of each row, each leaf's group).
+
+    Groups with at most ``k`` rows stay whole."""
+    leaf = np.empty(len(groups), dtype=np.int64)
+    parent = []
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        sub = (
+            _groups(pool[rows], k, n_components, rng)
+            if len(rows) > k
+            else np.zeros(len(rows), dtype=np.int64)
+        )
+        _, sub = np.unique(sub, return_inverse=True)  # clusters numbered 0..m-1, none empty
+        leaf[rows] = len(parent) + sub.reshape(-1)
+        parent += [int(g)] * (int(sub.max()) + 1)
+    return leaf, np.asarray(parent, dtype=np.int64)
 
 
 def _chunks(n: int, size: int) -> list[int]:

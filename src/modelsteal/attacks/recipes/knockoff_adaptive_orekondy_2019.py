@@ -8,10 +8,11 @@ the answers (see :mod:`modelsteal.attacks.adaptive_knockoff`). The substitute is
 cross-entropy on the returned posteriors, as in the random strategy, and retrained every
 ``retrain_every`` queries so that the loss reward compares the target with a recent copy.
 
-Departures from the paper: rows are queried in pulls of ``pull_size`` (one bandit step each,
-π held fixed within a pull) rather than one at a time; the hierarchy has one level (groups, then
-pool rows drawn uniformly); the substitute is retrained from scratch at each round rather than
-updated online, and is trained from scratch rather than fine-tuned from ImageNet weights.
+Departures from the paper: rows are queried in pulls of ``pull_size`` (one bandit step each, π held
+fixed within a pull) rather than one at a time; the hierarchy has one or two levels (groups,
+optionally k-means clusters within each, then pool rows drawn uniformly); the substitute is
+retrained from scratch at each round rather than updated online, and is trained from scratch rather
+than fine-tuned from ImageNet weights.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def build(
     *,
     n_clusters: int = 10,
     coarse_labels: Any = None,
+    fine_clusters: int = 0,
     reward: str = "all",
     alpha: float = 0.05,
     pull_size: int = 32,
@@ -63,6 +65,7 @@ def build(
     strategy = KnockoffAdaptive(
         n_clusters=n_clusters,
         coarse_labels=coarse_labels,
+        fine_clusters=fine_clusters,
         reward=reward,
         alpha=alpha,
         pull_size=pull_size,
