@@ -595,8 +595,9 @@ class _Grid:
     coordinates (kept together, two cache lines per centroid) already passes the outer radius,
     computes the distances to the rest and to the centroids appended after the grid was built,
     and decides from them exactly as the full ordered scan does (compiled:
-    :func:`modelsteal.defenses._scan.grid_first_within`). A grid never changes; a stale one is
-    replaced.
+    :func:`modelsteal.defenses._scan.grid_first_within`). A grid never changes: centroids
+    appended since are merged into a new one (:meth:`extended`, the same pivots), and a class
+    that has doubled since its grid was built gets a new grid with new pivots.
 
     Pivots only prune where distances to them spread more than the outer radius; with many
     classes and spread-out centroids they concentrate (all centroids at nearly one distance
