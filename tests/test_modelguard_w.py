@@ -345,3 +345,22 @@ def test_solver_handles_ties_zeros_and_one_class():
             if not info.infeasible[0]:
                 assert out[0].argmax() == y[i].argmax()
     np.testing.assert_array_equal(solve_modelguard_w(np.ones((1, 1)), 0.5), np.ones((1, 1)))
+
+
+def test_compiled_functions_work_where_numba_cannot_cache(monkeypatch):
+    """A read-only install run without a home: numba has nowhere to write its cache and refuses
+    cache=True; ``jit`` then compiles without it instead of failing the import."""
+    from numba import njit
+    from numba.core import caching
+
+    from modelsteal._jit import jit
+
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # numba renamed it
+    monkeypatch.setattr(impl, "_locator_classes", [])
+
+    def double(x):
+        return 2 * x
+
+    with pytest.raises(RuntimeError, match="no locator available"):
+        njit(cache=True)(double)
+    assert jit(nogil=True)(double)(21) == 42

@@ -24,7 +24,8 @@ decided.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from modelsteal._jit import jit
 
 __all__ = ["first_within", "grid_first_within", "quantize"]
 
@@ -32,7 +33,7 @@ _INF = np.inf
 _HEAD = 16  # coordinates visited first, q's largest
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _distance(q, order, row, limit, limit_sq, euclid):  # pragma: no cover - compiled
     """The distance from q to row, or inf once it certainly exceeds ``limit``."""
     acc = 0.0
@@ -50,7 +51,7 @@ def _distance(q, order, row, limit, limit_sq, euclid):  # pragma: no cover - com
     return acc
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def quantize(y, precision, check, tol):  # pragma: no cover - compiled
     """Algorithm 1's rounding of each row of ``y``: to ``precision`` decimals (as ``np.round``:
     scale, round half to even, unscale), the top class raised by one unit of the last decimal
@@ -96,7 +97,7 @@ def quantize(y, precision, check, tol):  # pragma: no cover - compiled
     return q, labels, -1
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _visiting_order(q, head):  # pragma: no cover - compiled
     """q's ``head`` largest coordinates (largest first), then the others in index order."""
     c = q.shape[0]
@@ -127,7 +128,7 @@ def _visiting_order(q, head):  # pragma: no cover - compiled
     return order
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _scan(q, order, rows, radius, outer, outer_sq, euclid):  # pragma: no cover - compiled
     """Walk ``rows`` in order: the first within the radius and its distance, and the first
     within the outer radius (-1 where none; the scan stops at the first within the radius)."""
@@ -142,7 +143,7 @@ def _scan(q, order, rows, radius, outer, outer_sq, euclid):  # pragma: no cover 
     return -1, 0.0, near
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def first_within(qs, centroids, radius, band, euclid):  # pragma: no cover - compiled
     """The ordered scan of every row of ``qs`` (n, C) over ``centroids`` (m, C)."""
     n = qs.shape[0]
@@ -158,7 +159,7 @@ def first_within(qs, centroids, radius, band, euclid):  # pragma: no cover - com
     return rank, fragile
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _pivot_filter(others, pivot_d, lo, hi, reach, keep):  # pragma: no cover - compiled
     """Write into ``keep`` the positions j in [lo, hi) with |d(c_j, p) − d(q, p)| <= reach for
     every other pivot p (the triangle inequality's bound under d(q, c_j)) and return how many.
@@ -179,7 +180,7 @@ def _pivot_filter(others, pivot_d, lo, hi, reach, keep):  # pragma: no cover - c
     return k
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def grid_first_within(
     qs, pivots, keys, others, sketch, coords, ranks, centroids, size, radius, band, reach, euclid
 ):  # pragma: no cover - compiled

@@ -86,9 +86,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from modelsteal._checks import check_choice, check_float, check_probabilities
+from modelsteal._jit import jit
 from modelsteal.defenses._base import DEFENSES, Defense
 from modelsteal.errors import InvalidParameterError
 
@@ -134,7 +134,7 @@ def modelguard_w_objective(
 # ---- the compiled row solver -----------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _row_prepare(row, floor):  # pragma: no cover - compiled
     """The top value and class, the non-top classes in ascending order (stable), their values,
     costs log(a + δ) and the prefix sums of a, of the costs and of cost · a."""
@@ -163,7 +163,7 @@ def _row_prepare(row, floor):  # pragma: no cover - compiled
     return row[t], t, order, a, cost, sa, sc, sca
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _row_interval(a, sa, top, half, m):  # pragma: no cover - compiled
     """[T_lo, T_hi] of one row, by binary search for the water level.
 
@@ -203,7 +203,7 @@ def _row_interval(a, sa, top, half, m):  # pragma: no cover - compiled
     return max(water, low), min(top + half, 1.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(nogil=True, inline="always")
 def _pos(v, dv):  # pragma: no cover - compiled
     """max(v, 0) with its one-sided derivative (values within _TIE of 0 count as 0)."""
     if v < -_TIE:
@@ -213,7 +213,7 @@ def _pos(v, dv):  # pragma: no cover - compiled
     return v, dv
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _given_top(T, s, a, sa, sc, sca, cost, top, top_cost, half, m):  # pragma: no cover
     """g(T), the optimum with ŷ_t = T, and its one-sided slope along s (+1 right, −1 left).
 
@@ -313,7 +313,7 @@ def _given_top(T, s, a, sa, sc, sca, cost, top, top_cost, half, m):  # pragma: n
     return g, dg
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _row_search(lo, hi, first, a, sa, sc, sca, cost, top, top_cost, half, m):  # pragma: no cover
     """The supporting-line search over T for one row (module docstring); returns (T, steps).
 
@@ -374,7 +374,7 @@ def _row_search(lo, hi, first, a, sa, sc, sca, cost, top, top_cost, half, m):  #
     return np.nan, steps  # never reached: the bracket collapses long before
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _row_solution(T, m, half, top, a, sa, out, order, t):  # pragma: no cover - compiled
     """Write into ``out`` the optimum with ŷ_t = T, from its structure: the first f classes at
     the cap, class f partly filled, a band untouched (clipped to the cap above r), class
@@ -444,7 +444,7 @@ def _row_solution(T, m, half, top, a, sa, out, order, t):  # pragma: no cover - 
     out[t] = T
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _solve_rows(y, eps, m, floor, checked, out, infeasible, steps):  # pragma: no cover
     """Solve Eq. 9 for every row of ``y`` into ``out``; returns the index of the first row that
     must first go through :func:`check_probabilities` (``checked=False``: negative entries or a
