@@ -356,14 +356,13 @@ class KnockoffAdaptive:
         run["n_rewarded"] += len(r)
         run["baseline"] += float((r - run["baseline"]).sum()) / run["n_rewarded"]
         parent = run["parent"]
-        run["H"] = bandit_update(
-            run["H"], parent[actions], advantage, pending["pi_top"], alpha=self.alpha
-        )
+        top = parent[actions]
+        run["H"] = bandit_update(run["H"], top, advantage, pending["pi_top"], alpha=self.alpha)
         if len(parent) > len(run["H"]):  # the second level: each group's bandit, its rows only
             h_leaf = run["H_leaf"]
-            for g in np.unique(parent[actions]):
+            for g in np.unique(top):
                 leaves = np.flatnonzero(parent == g)
-                rows = parent[actions] == g
+                rows = top == g
                 local = np.searchsorted(leaves, actions[rows])
                 h_leaf[leaves] = bandit_update(
                     h_leaf[leaves],

@@ -207,21 +207,20 @@ class MAD(Defense):
         """Per-row Gram matrices ``G Gᵀ`` of the proxy's NLL Jacobians, shape (n, C, C), float64."""
         proxy = self.proxy_model(x, n_classes)
         xt = _as_tensor(x, proxy)
-        if self.max_grad_layer == "last":
-            chunk = _FORWARD_CHUNK
-            if xt.ndim == 4 and xt.device.type == "cpu":
-                fast = self._channels_last(proxy)
-                if fast is not proxy:  # a convolutional proxy, copied in channels-last order
-                    proxy, chunk = fast, _IMAGE_CHUNK
-                    xt = xt.contiguous(memory_format=torch.channels_last)
+        if self.max_grad_layer != "last":
             with _precision(self.proxy_dtype, xt.device):
-                grams = [
-                    _last_layer_gram(proxy, xt[s : s + chunk], n_classes)
-                    for s in range(0, len(xt), chunk)
-                ]
-        else:
-            with _precision(self.proxy_dtype, xt.device):
-                grams = [_full_gram(proxy, xt, n_classes)]
+                return _full_gram(proxy, xt, n_classes)
+        chunk = _FORWARD_CHUNK
+        if xt.ndim == 4 and xt.device.type == "cpu":
+            fast = self._channels_last(proxy)
+            if fast is not proxy:  # a convolutional proxy, copied in channels-last order
+                proxy, chunk = fast, _IMAGE_CHUNK
+                xt = xt.contiguous(memory_format=torch.channels_last)
+        with _precision(self.proxy_dtype, xt.device):
+            grams = [
+                _last_layer_gram(proxy, xt[s : s + chunk], n_classes)
+                for s in range(0, len(xt), chunk)
+            ]
         return np.concatenate(grams, axis=0)
 
     def _channels_last(self, proxy: nn.Module) -> nn.Module:

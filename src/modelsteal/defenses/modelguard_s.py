@@ -294,10 +294,10 @@ class ModelGuardS(Defense):
         qs, labels, bad = _scan.quantize(y, self.precision, True, _EXACT_SUM)
         if bad >= 0:
             return self._answer(y)
-        row, q, label = y[0], qs[0], int(labels[0])
-        geo = self._geometry(len(row))
+        q, label, n_classes = qs[0], int(labels[0]), y.shape[1]
+        geo = self._geometry(n_classes)
         view = self._store.view(self._namespace, label)
-        _check_width(view, len(row), label)
+        _check_width(view, n_classes, label)
         rank = -1
         if len(view.pins):  # the earliest pin within the pin radius (ℓ∞), as _first_pin
             hit = np.abs(view.pins - q).max(axis=1) <= geo.pin_radius
@@ -642,7 +642,7 @@ class _Grid:
         # the most varied coordinates, stored together: a cheap lower bound on each distance
         coords = np.argsort(-centroids.var(axis=0), kind="stable")[:_GRID_SKETCH]
         self.sketch_coords = coords.astype(np.int64)
-        self.sketch = np.ascontiguousarray(centroids[order][:, coords])
+        self.sketch = np.ascontiguousarray(centroids[:, coords][order])
         self.keys = np.ascontiguousarray(d[order, 0])
         self.others = np.ascontiguousarray(d[order, 1:].T)  # one row per pivot: fast to reduce
         work = 0
