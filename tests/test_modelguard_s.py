@@ -464,6 +464,25 @@ def test_memo_and_single_row_lookups_answer_as_the_batch_path(tmp_path):
     mg.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_rows_sent_one_at_a_time_decide_as_one_batch(tmp_path, kind):
+    # new rows, rows near earlier ones and rows on the matching sphere (pins), 3 classes
+    _, c0, edge = _boundary_case()
+    ys = np.vstack([c0, edge, _noisy(edge, 1e-9, 5, seed=3), _rows(300, 3, seed=12, alpha=0.4)])
+    ys = np.vstack([ys, _noisy_rows(ys[::7], 1e-9, seed=13)])
+    stores = [tmp_path / f"{k}.sqlite" for k in "ab"] if kind == "sqlite" else [None, None]
+    batch, single = (ModelGuardS(epsilon=0.4, store=s) for s in stores)
+    together = batch.perturb(ys)
+    one_by_one = np.concatenate([single.perturb(ys[i : i + 1]) for i in range(len(ys))])
+    np.testing.assert_array_equal(one_by_one, together)
+    assert single.centroid_counts() == batch.centroid_counts()
+    for label in batch.centroid_counts():
+        np.testing.assert_array_equal(single.centroids(label), batch.centroids(label))
+    assert single.n_pins() == batch.n_pins() >= 1
+    for mg in (batch, single):
+        mg.close()
+
+
 def test_single_row_lookups_keep_the_noise_promise():
     mg, c0, edge = _boundary_case()
     mg.perturb(c0[None])

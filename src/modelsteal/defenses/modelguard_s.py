@@ -122,6 +122,7 @@ _GRID_TAIL = 256  # centroids appended after a grid before they are merged into 
 _GRID_SKETCH = 16  # coordinates of each centroid a grid keeps together (two cache lines)
 _MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
 _EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
+_NO_DIST = np.zeros(0)  # _Prefix.dist of the ordered variant (not used)
 
 
 @dataclass(frozen=True)
@@ -285,11 +286,15 @@ class ModelGuardS(Defense):
         return out
 
     def _answer_one(self, y: np.ndarray) -> np.ndarray:
-        """One float64 row: a lookup without the batch machinery where no state must change.
+        """One float64 row of the ordered variant, without the batch machinery.
 
         The row is taken as is only where :func:`check_probabilities` would (non-negative,
-        summing to 1 within rounding); the answer is a stored centroid (already on the simplex,
-        where :func:`_onto_simplex` leaves it as it is); anything else takes :meth:`_answer`.
+        summing to 1 within rounding); anything else takes :meth:`_answer`. A pin or a match
+        that is not fragile answers without any lock. Otherwise what the lookup learned of the
+        prefix it read goes straight to :meth:`_decide` under the write lock (as
+        :meth:`_perturb` would after looking the row up again): it appends a centroid, or a pin,
+        or finds what other writers committed meanwhile. Every answer is a stored centroid,
+        already on the simplex, which :func:`_onto_simplex` would leave as it is.
         """
         qs, labels, bad = _scan.quantize(y, self.precision, True, _EXACT_SUM)
         if bad >= 0:
@@ -298,7 +303,7 @@ class ModelGuardS(Defense):
         geo = self._geometry(n_classes)
         view = self._store.view(self._namespace, label)
         _check_width(view, n_classes, label)
-        rank = -1
+        rank, fragile = -1, False
         if len(view.pins):  # the earliest pin within the pin radius (ℓ∞), as _first_pin
             hit = np.abs(view.pins - q).max(axis=1) <= geo.pin_radius
             first = int(hit.argmax())
@@ -309,13 +314,24 @@ class ModelGuardS(Defense):
             if grid is not None and grid.useful:
                 rank, fragile = grid.first_within(q, cents, geo)
             else:
-                rank, fragile = _first_within(q[None], cents, geo, self._metric)
-                rank, fragile = int(rank[0]), bool(fragile[0])
-            if fragile:
-                rank = -1
-        if rank < 0:
-            return self._answer(y)
-        out = view.centroids[rank : rank + 1].copy()
+                found, near_edge = _first_within(q[None], cents, geo, self._metric)
+                rank, fragile = int(found[0]), bool(near_edge[0])
+        if rank >= 0 and not fragile:
+            out = view.centroids[rank : rank + 1].copy()
+        else:
+            none = np.array([-1], dtype=np.int64)
+            prefix = _Prefix(
+                len(view.centroids),
+                len(view.pins),
+                none,
+                none,
+                np.array([rank], dtype=np.int64),
+                np.array([fragile]),
+                _NO_DIST,
+            )
+            with self._store.exclusive(self._namespace) as writer:
+                out = self._decide(writer, label, qs, prefix, geo, n_classes)
+            # Leaving the block committed the centroid or pin this answer depends on.
         self._remember(y, out)
         return out
 
@@ -430,9 +446,7 @@ class ModelGuardS(Defense):
         else:
             rank, fragile = _first_within(qs, cents, geo, self._metric)
         answer = np.where(pinned >= 0, pinned, np.where(fragile, -1, rank))
-        return _Prefix(
-            len(view.centroids), len(view.pins), answer, pinned, rank, fragile, np.zeros(0)
-        )
+        return _Prefix(len(view.centroids), len(view.pins), answer, pinned, rank, fragile, _NO_DIST)
 
     def _decide(
         self,

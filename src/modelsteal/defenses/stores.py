@@ -244,7 +244,8 @@ class _Pending:
 
     def apply(self, lists: dict[int, _ClassLists]) -> None:
         for label, rows in self.centroids.items():
-            lists.setdefault(label, _ClassLists()).add_centroids(np.stack(rows))
+            block = rows[0][None] if len(rows) == 1 else np.stack(rows)
+            lists.setdefault(label, _ClassLists()).add_centroids(block)
         for label, pins in self.pins.items():
             target = lists.setdefault(label, _ClassLists())
             target.add_pins(np.stack([v for v, _ in pins]), [r for _, r in pins])
@@ -252,7 +253,7 @@ class _Pending:
 
 def _as_vector(vector: np.ndarray) -> np.ndarray:
     out = np.array(vector, dtype=np.float64, copy=True).reshape(-1)
-    if out.size == 0 or not np.all(np.isfinite(out)):
+    if out.size == 0 or not np.isfinite(out).all():
         raise InvalidParameterError("A centroid must be a non-empty finite vector.")
     return out
 
