@@ -16,6 +16,14 @@ Two more columns say what bounds the ratio and whether the comparison is fair:
 - ``loop (channels-last)``: the per-sample loop given the same channels-last proxy, so that the
   loop is not slower merely for its memory layout (CNN only).
 
+``--compiled-floor`` adds, for the float32 CNN row with the extreme oracle at the large batch,
+the forward pass of a compiled (``torch.compile``) copy of the proxy (inductor, frozen weights,
+one static shape of 64 rows; the last linear layer eager): what the batched path would cost if
+its forward pass ran fused kernels (convolution with ReLU, pooling) instead of eager operators,
+and the speed-up that would allow; with the rate (GFLOP/s) of the proxy's costliest convolution
+alone and of a large float32 matrix product. It is a measurement, not a path of the library
+(it needs a C++ compiler and seconds of compilation per shape).
+
 ``--bfloat16`` adds CNN rows whose batched defense runs the proxy in bfloat16
 (``MAD(proxy_dtype="bfloat16")``) against the same float32 per-sample loop; ``max diff`` and
 ``rows_equal_to_loop`` (JSON) then say how often the answers still equal float32's.
@@ -46,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from modelsteal.defenses import mad as mad_module
 from modelsteal.defenses.mad import MAD, mad_per_sample
@@ -79,6 +88,7 @@ def measure(
     classes: int = C,
     loop_rows: int | None = None,
     proxy_dtype: str = "float32",
+    compiled_floor: bool = False,
 ) -> dict:
     """Per-query cost of the batched defense and of the per-sample loop on the same rows.
 
@@ -133,6 +143,9 @@ def measure(
     fns = [batched, per_sample, forward_only] + ([per_sample_cl] if image else [])
     if image:
         per_sample_cl()
+    compiled = compiled_forward(fast, x, chunks, step) if compiled_floor else None
+    if compiled is not None:
+        fns.append(compiled)
     both = best_times(fns, repeats)
     times = [cpu for cpu, _ in both]
     t_batched, t_forward = times[0] / n_rows, times[2] / n_rows
@@ -159,7 +172,76 @@ def measure(
     if image:
         row["per_sample_channels_last_ms_per_query"] = 1e3 * times[3] / n_loop
         row["speedup_vs_channels_last_loop"] = times[3] / n_loop / t_batched
+    if compiled is not None:
+        row["compiled_forward_ms_per_query"] = 1e3 * times[-1] / n_rows
+        row["speedup_ceiling_compiled"] = t_per_sample / (times[-1] / n_rows)
+        row |= float32_rates(fast, step, repeats)
     return row
+
+
+def float32_rates(fast: nn.Module, rows: int, repeats: int) -> dict:
+    """GFLOP/s of the proxy's costliest convolution alone (its input shape as in a forward pass of
+    ``rows`` rows, channels-last, eager) and of a 2048 × 2048 float32 matrix product, on the same
+    thread: how close the forward pass's main work already is to what the core does in float32."""
+    seen: list[tuple[nn.Conv2d, torch.Tensor, int]] = []
+
+    def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        flops = 2 * layer.weight[0].numel() * output.numel()  # one multiply-add per weight use
+        seen.append((layer, inputs[0].detach().clone(), flops))
+
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        with torch.no_grad():
+            fast(torch.rand(rows, *SHAPE).contiguous(memory_format=torch.channels_last))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    if seen:
+        layer, x, flops = max(seen, key=lambda item: item[2])
+        with torch.no_grad():
+            ((cpu, _),) = best_times([lambda: layer(x)], 4 * repeats)
+        out["largest_conv_gflops"] = flops / cpu / 1e9
+    a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    ((cpu, _),) = best_times([lambda: torch.mm(a, b)], repeats)
+    out["matmul_2048_gflops"] = 2 * 2048**3 / cpu / 1e9
+    return out
+
+
+def compiled_forward(
+    fast: nn.Module, x: np.ndarray, chunks: list[slice], step: int
+) -> Callable[[], None] | None:
+    """The proxy's forward pass through a compiled (``torch.compile``) copy of all its layers but
+    the last linear one (a ``nn.Sequential`` ending in ``nn.Linear``), over the same rows as
+    ``forward_only``, on chunks of ``step`` rows only (one static shape). None for other proxies
+    or batches that leave a smaller chunk."""
+    if not (isinstance(fast, nn.Sequential) and isinstance(fast[-1], nn.Linear)):
+        return None
+    if any((s.stop - s.start) % step for s in chunks):
+        return None
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights as constants: prepacked for oneDNN, as in serving
+    # compile in this process: a pool of compile workers starting up beside the timings that
+    # follow would slow them (shared caches) on a two-core machine
+    inductor_config.compile_threads = 1
+    head = fast[-1]
+    body = torch.compile(copy.deepcopy(fast[:-1]).eval(), dynamic=False)
+    tensors = [torch.from_numpy(x[s]).contiguous(memory_format=torch.channels_last) for s in chunks]
+
+    def run() -> None:
+        with torch.no_grad():
+            for xt in tensors:
+                for k in range(0, len(xt), step):
+                    head(body(xt[k : k + step]))
+
+    with torch.no_grad():  # compile, and check the logits against the eager proxy
+        xt = tensors[0][:step]
+        diff = (head(body(xt)) - fast(xt)).abs().max().item()
+    if diff > 1e-4:
+        raise RuntimeError(f"the compiled proxy's logits differ from eager ones by {diff:.1e}")
+    return run
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -197,6 +279,7 @@ def run(
     loop_rows: int,
     log: bool = True,
     bfloat16: bool = False,
+    compiled_floor: bool = False,
 ) -> list[dict]:
     big = 64 if quick else 256
     rng = np.random.default_rng(0)
@@ -218,6 +301,12 @@ def run(
                 classes=c,
                 loop_rows=None if c == C else loop_rows,
                 proxy_dtype=dtype,
+                compiled_floor=compiled_floor
+                and arch == "cnn"
+                and oracle == "extreme"
+                and dtype == "float32"
+                and c == C
+                and batch == big,
             )
             rows.append(row)
             if log:
@@ -241,6 +330,11 @@ def main() -> None:
     parser.add_argument(
         "--bfloat16", action="store_true", help="also the CNN proxy in bfloat16 (batched side)"
     )
+    parser.add_argument(
+        "--compiled-floor",
+        action="store_true",
+        help="also time a torch.compile'd copy of the CNN proxy's forward pass (float32)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else args.repeats
@@ -250,11 +344,13 @@ def main() -> None:
         classes=args.classes,
         loop_rows=args.loop_rows,
         bfloat16=args.bfloat16,
+        compiled_floor=args.compiled_floor,
     )
     extra = [f"--threads {args.threads}"] if args.threads != 1 else []
     extra += [f"--classes {' '.join(map(str, args.classes))}"] if args.classes else []
     extra += [f"--loop-rows {args.loop_rows}"] if args.classes and args.loop_rows != 16 else []
     extra += ["--bfloat16"] if args.bfloat16 else []
+    extra += ["--compiled-floor"] if args.compiled_floor else []
     result = {
         "benchmark": "MAD batched vs per-sample",
         "mode": "quick" if args.quick else "full",
@@ -284,6 +380,19 @@ def main() -> None:
         "",
         *table(rows),
     ]
+    for r in rows:
+        if "compiled_forward_ms_per_query" in r:
+            lines += [
+                "",
+                f"Compiled floor ({r['proxy']}, C = {r['classes']}, {r['oracle']}, batch "
+                f"{r['batch']}): the forward pass alone through torch.compile (float32) costs "
+                f"{r['compiled_forward_ms_per_query']:.3f} ms/query against "
+                f"{r['proxy_forward_ms_per_query']:.3f} eager; a batched path costing no more "
+                f"than it would be at most **{r['speedup_ceiling_compiled']:.1f}×** the loop. "
+                f"The proxy's costliest convolution alone runs at "
+                f"{r.get('largest_conv_gflops', float('nan')):.0f} GFLOP/s, a 2048 × 2048 "
+                f"float32 matrix product at {r['matmul_2048_gflops']:.0f} GFLOP/s (one thread).",
+            ]
     print("\n".join(lines))
     if args.quick:
         return
