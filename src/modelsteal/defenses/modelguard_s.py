@@ -123,6 +123,7 @@ _GRID_SKETCH = 16  # coordinates of each centroid a grid keeps together (two cac
 _MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
 _EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
 _NO_DIST = np.zeros(0)  # _Prefix.dist of the ordered variant (not used)
+_NO_DIST.setflags(write=False)
 
 
 @dataclass(frozen=True)
