@@ -464,6 +464,21 @@ def test_memo_and_single_row_lookups_answer_as_the_batch_path(tmp_path):
     mg.close()
 
 
+def test_first_pin_is_the_earliest_within_the_radius_in_max_norm():
+    from modelsteal.defenses import _scan
+
+    rng = np.random.default_rng(21)
+    pins = rng.random((40, 6))
+    ranks = rng.permutation(1000)[:40].astype(np.int64)
+    qs = np.vstack([pins[[3, 17, 17]] + rng.uniform(-0.05, 0.05, (3, 6)), rng.random((30, 6))])
+    qs[2] = pins[17] + np.array([0.1, -0.1, 0.0, 0.05, 0.1, -0.02])  # exactly on the radius
+    for radius in (0.1, 0.3, 0.6):
+        hit = cdist(qs, pins, "chebyshev") <= radius
+        expected = np.where(hit.any(axis=1), ranks[hit.argmax(axis=1)], -1)
+        np.testing.assert_array_equal(_scan.first_pin(qs, pins, ranks, radius), expected)
+    assert _scan.first_pin(qs[2:3], pins, ranks, 0.1)[0] == ranks[17]
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_rows_sent_one_at_a_time_decide_as_one_batch(tmp_path, kind):
     # new rows, rows near earlier ones and rows on the matching sphere (pins), 3 classes

@@ -144,6 +144,23 @@ def _scan(q, order, rows, radius, outer, outer_sq, euclid):  # pragma: no cover 
 
 
 @jit(nogil=True)
+def first_pin(qs, pins, ranks, radius):  # pragma: no cover - compiled
+    """For each row of ``qs`` (n, C), the rank of the earliest pin within ``radius`` in ℓ∞
+    (``max |q − pin| <= radius``, abandoned at the first coordinate past it), or -1."""
+    n, c = qs.shape
+    out = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        for j in range(pins.shape[0]):
+            k = 0
+            while k < c and abs(qs[i, k] - pins[j, k]) <= radius:
+                k += 1
+            if k == c:
+                out[i] = ranks[j]
+                break
+    return out
+
+
+@jit(nogil=True)
 def first_within(qs, centroids, radius, band, euclid):  # pragma: no cover - compiled
     """The ordered scan of every row of ``qs`` (n, C) over ``centroids`` (m, C)."""
     n = qs.shape[0]

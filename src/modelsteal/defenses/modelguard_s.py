@@ -305,10 +305,8 @@ class ModelGuardS(Defense):
         view = self._store.view(self._namespace, label)
         _check_width(view, n_classes, label)
         rank, fragile = -1, False
-        if len(view.pins):  # the earliest pin within the pin radius (ℓ∞), as _first_pin
-            hit = np.abs(view.pins - q).max(axis=1) <= geo.pin_radius
-            first = int(hit.argmax())
-            rank = int(view.pin_ranks[first]) if hit[first] else -1
+        if len(view.pins):
+            rank = int(_scan.first_pin(qs, view.pins, view.pin_ranks, geo.pin_radius)[0])
         if rank < 0:
             cents = view.centroids
             grid = self._grid(label, cents, geo) if len(cents) >= _GRID_FROM else None
@@ -568,9 +566,7 @@ def _first_pin(qs: np.ndarray, pins: np.ndarray, ranks: np.ndarray, radius: floa
     """The rank of the earliest pin within ``radius`` (ℓ∞) of each row, or -1."""
     if not len(pins):
         return np.full(len(qs), -1, dtype=np.int64)
-    hit = cdist(qs, pins, "chebyshev") <= radius
-    first = hit.argmax(axis=1)
-    return np.where(hit[np.arange(len(qs)), first], ranks[first], -1)
+    return _scan.first_pin(qs, pins, ranks, radius)
 
 
 def _first_within(
