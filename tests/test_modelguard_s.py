@@ -4,6 +4,7 @@ across batches, restarts, float noise, threads and processes."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import threading
 
@@ -160,18 +161,44 @@ def test_same_answer_later_in_the_batch_and_in_later_batches():
     np.testing.assert_array_equal(one_by_one, out[:60])
 
 
-def test_same_answer_after_restart(tmp_path):
+@pytest.mark.parametrize("synchronous", ["FULL", "normal"])
+def test_same_answer_after_restart(tmp_path, synchronous):
     path = tmp_path / "centroids.sqlite"
     ys, others = _rows(80, 5, seed=1), _rows(200, 5, seed=2)
-    mg = ModelGuardS(epsilon=0.3, store=str(path))
+    store = SQLiteCentroidStore(path, synchronous=synchronous)
+    mode = {"FULL": 2, "NORMAL": 1}[synchronous.upper()]
+    with store.exclusive("probe"):  # the mode SQLite runs with, not only the one asked for
+        assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == mode
+    mg = ModelGuardS(epsilon=0.3, store=store)
     before = mg.perturb(ys)
     mg.perturb(others)
     counts = mg.centroid_counts()
-    mg.close()
+    store.close()
     again = ModelGuardS(epsilon=0.3, store=path)  # a new process would do the same
     assert again.centroid_counts() == counts
     np.testing.assert_array_equal(again.perturb(ys), before)
     assert again.centroid_counts() == counts  # nothing new was needed
+    again.close()
+
+
+def _answer_and_die(path: str, synchronous: str, out: str) -> None:
+    """Answer rows with ModelGuard-S on ``path``, save the answers, exit without closing anything
+    (as a killed process would: no Python clean-up, the SQLite connection left open)."""
+    mg = ModelGuardS(epsilon=0.3, store=SQLiteCentroidStore(path, synchronous=synchronous))
+    np.save(out, mg.perturb(_rows(120, 5, seed=7)))
+    os._exit(0)
+
+
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_answers_survive_a_process_that_dies_without_closing(tmp_path, synchronous):
+    path, out = str(tmp_path / "c.sqlite"), str(tmp_path / "answers.npy")
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_answer_and_die, args=(path, synchronous, out))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    again = ModelGuardS(epsilon=0.3, store=path)
+    np.testing.assert_array_equal(again.perturb(_rows(120, 5, seed=7)), np.load(out))
     again.close()
 
 
@@ -422,6 +449,12 @@ def test_sqlite_store_keeps_vectors_bit_exact_and_pickles_as_its_path(tmp_path):
         writer.append_centroid(2, vector)
     clone = pickle.loads(pickle.dumps(store))
     assert clone.path == store.path
+    assert (
+        pickle.loads(
+            pickle.dumps(SQLiteCentroidStore(store.path, synchronous="NORMAL"))
+        ).synchronous
+        == "NORMAL"
+    )
     assert clone.view("ns", 2).centroids[0].tobytes() == vector.tobytes()
     with pytest.raises(TypeError, match="cannot be copied or sent to another process"):
         pickle.dumps(MemoryCentroidStore())
@@ -672,3 +705,13 @@ def test_epsilon_too_small_for_the_noise_tolerance():
 def test_sqlite_store_refuses_memory_databases():
     with pytest.raises(InvalidParameterError, match="needs a file"):
         SQLiteCentroidStore(":memory:")
+
+
+def test_sqlite_store_synchronous_must_be_full_or_normal(tmp_path):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"'synchronous' parameter of SQLiteCentroidStore must be one of 'FULL', 'NORMAL'.*"
+        r"Got 'OFF' instead",
+    ):
+        SQLiteCentroidStore(tmp_path / "s.db", synchronous="OFF")
+    assert not (tmp_path / "s.db").exists()  # refused before anything was created

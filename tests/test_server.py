@@ -309,6 +309,24 @@ def test_modelguard_s_answers_survive_a_restart(mlp_bundle, tmp_path, digits):
     np.testing.assert_array_equal(reordered, first)
 
 
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+def test_synchronous_applies_to_the_state_and_the_centroid_file(mlp_bundle, tmp_path, synchronous):
+    _, service = make_app(
+        mlp_bundle,
+        tmp_path / "s.db",
+        defense="modelguard_s",
+        defense_params=MG,
+        synchronous=synchronous,
+    )
+    mode = {"FULL": 2, "NORMAL": 1}[synchronous]
+    centroids = service.defense._store
+    assert centroids.synchronous == synchronous
+    with centroids.exclusive("probe"):
+        assert centroids._connection().execute("PRAGMA synchronous").fetchone()[0] == mode
+    assert service.store._conn.execute("PRAGMA synchronous").fetchone()[0] == mode
+    service.close()
+
+
 def test_explain_only_when_enabled(mlp_bundle, tmp_path, served, digits):
     client, service = served
     X, _ = digits

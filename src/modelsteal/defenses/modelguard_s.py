@@ -150,7 +150,9 @@ class ModelGuardS(Defense):
         (nearest centroid within ε), which leaks under repeated queries (Tang et al., Table 6).
     store:
         Where centroids live: a :class:`~modelsteal.defenses.stores.CentroidStore`, a path to an
-        SQLite file (durable, shareable by processes), or None for a store in memory.
+        SQLite file (durable, shareable by processes; every commit flushed to the disk), or None
+        for a store in memory. ``SQLiteCentroidStore(path, synchronous="NORMAL")`` makes commits
+        cheaper and survives process crashes but not power loss.
     precision:
         Decimals to which clean rows are rounded before lookup and insertion.
     tolerance:

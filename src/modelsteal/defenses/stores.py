@@ -258,6 +258,16 @@ def _as_vector(vector: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check_synchronous(value: Any) -> str:
+    mode = value.upper() if isinstance(value, str) else value
+    if mode not in ("FULL", "NORMAL"):
+        raise InvalidParameterError(
+            "The 'synchronous' parameter of SQLiteCentroidStore must be one of 'FULL', 'NORMAL' "
+            f"(SQLite's synchronous mode). Got {value!r} instead."
+        )
+    return mode
+
+
 def _check_namespace(namespace: Any) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise InvalidParameterError(
@@ -411,8 +421,16 @@ class SQLiteCentroidStore:
     ``BEGIN IMMEDIATE`` (processes: SQLite's single write lock), reads every row appended since the
     cache's last id, lets the caller decide and append, and ``COMMIT``\\s — so "is there a centroid
     within ε, else append" happens for one writer at a time on complete state, and the rows are on
-    disk (WAL, ``synchronous=FULL``) before the block exits and any answer that depends on them is
-    returned. A failed block is rolled back and leaves the cache untouched.
+    disk (WAL; flushed with the default ``synchronous="FULL"``) before the block exits and any
+    answer that depends on them is returned. A failed block is rolled back and leaves the cache
+    untouched.
+
+    **Durability.** ``synchronous="FULL"`` (the default) flushes every commit to the disk: the
+    rows survive a process crash and a power loss. ``"NORMAL"`` leaves the flush to the WAL
+    checkpoints: a commit then survives a crash of the process (its pages are in the operating
+    system's cache) but the last ones may be lost on power loss or an operating-system crash —
+    after which a query answered just before could be answered differently. It makes a commit
+    several times cheaper; choose it only where losing the machine's last moments is acceptable.
 
     **Cache.** Each class's centroids and pins are held in memory as numpy matrices and refreshed
     incrementally (``WHERE id > last id``), so a lookup that finds its answer in the cache does not
@@ -427,7 +445,9 @@ class SQLiteCentroidStore:
     the child opens a fresh connection on first use instead of sharing the parent's.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 60.0, synchronous: str = "FULL"
+    ) -> None:
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise InvalidParameterError(
                 "The 'path' parameter of SQLiteCentroidStore must be a path to an SQLite file. "
@@ -440,6 +460,7 @@ class SQLiteCentroidStore:
                 "nor shared. Use MemoryCentroidStore() for a store in memory."
             )
         self.timeout = float(timeout)
+        self.synchronous = _check_synchronous(synchronous)
         self._init_runtime()
         with self._lock:
             self._connection()  # create the file and the schema now, so a bad path fails here
@@ -465,7 +486,7 @@ class SQLiteCentroidStore:
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.executescript(_SCHEMA)  # idempotent; concurrent openers wait on the lock
             except sqlite3.Error as exc:
                 raise CentroidStoreError(
@@ -488,15 +509,17 @@ class SQLiteCentroidStore:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "timeout": self.timeout}
+        return {"path": self.path, "timeout": self.timeout, "synchronous": self.synchronous}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self.timeout = state["timeout"]
+        self.synchronous = state.get("synchronous", "FULL")
         self._init_runtime()
 
     def __repr__(self) -> str:
-        return f"SQLiteCentroidStore({self.path!r})"
+        sync = "" if self.synchronous == "FULL" else f", synchronous={self.synchronous!r}"
+        return f"SQLiteCentroidStore({self.path!r}{sync})"
 
     # -- namespaces ---------------------------------------------------------------------------
 

@@ -59,7 +59,10 @@ def serve(
         bool, typer.Option("--labels-only", help="Answer one-hot top-1 rows only.")
     ] = False,
     synchronous: Annotated[
-        str, typer.Option(help="SQLite synchronous mode of the state file: FULL or NORMAL.")
+        str,
+        typer.Option(
+            help="SQLite synchronous mode of the state file and the centroid file: FULL or NORMAL."
+        ),
     ] = "FULL",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:

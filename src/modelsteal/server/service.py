@@ -89,7 +89,9 @@ class PredictionService:
                 )
             from modelsteal.defenses import SQLiteCentroidStore
 
-            self._centroids = SQLiteCentroidStore(settings.centroid_path)
+            self._centroids = SQLiteCentroidStore(
+                settings.centroid_path, synchronous=settings.synchronous
+            )
             params["store"] = self._centroids
         self.defense = build_defense(settings.defense, **params)
         self.defense_params = {k: v for k, v in params.items() if k != "store" and _plain(v)}

@@ -41,8 +41,9 @@ class Settings(BaseModel):
     log_responses: bool = Field(True, description="Keep each answer in the query log.")
     synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL",
-        description="SQLite synchronous mode of the state file. NORMAL survives process crashes "
-        "(SIGKILL) but may lose the last commits on power loss; FULL survives both.",
+        description="SQLite synchronous mode of the state file and of a stateful defense's "
+        "centroid file. NORMAL survives process crashes (SIGKILL) but may lose the last commits "
+        "on power loss; FULL survives both.",
     )
 
     @field_validator("defense")
