@@ -185,20 +185,35 @@ def _answer_and_die(path: str, synchronous: str, out: str) -> None:
     """Answer rows with ModelGuard-S on ``path``, save the answers, exit without closing anything
     (as a killed process would: no Python clean-up, the SQLite connection left open)."""
     mg = ModelGuardS(epsilon=0.3, store=SQLiteCentroidStore(path, synchronous=synchronous))
-    np.save(out, mg.perturb(_rows(120, 5, seed=7)))
+    answers = mg.perturb(_rows(120, 5, seed=7))
+    lists = {str(label): mg.centroids(label) for label in mg.centroid_counts()}
+    np.savez(out, answers=answers, **lists)
     os._exit(0)
 
 
 @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
 def test_answers_survive_a_process_that_dies_without_closing(tmp_path, synchronous):
-    path, out = str(tmp_path / "c.sqlite"), str(tmp_path / "answers.npy")
+    path, out = str(tmp_path / "c.sqlite"), str(tmp_path / "answers.npz")
     ctx = multiprocessing.get_context("spawn")
     child = ctx.Process(target=_answer_and_die, args=(path, synchronous, out))
     child.start()
     child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
     assert child.exitcode == 0
+    saved = np.load(out)
     again = ModelGuardS(epsilon=0.3, store=path)
-    np.testing.assert_array_equal(again.perturb(_rows(120, 5, seed=7)), np.load(out))
+    # every centroid the dead process committed is in the file, in its order ...
+    counts = {int(k): len(saved[k]) for k in saved.files if k != "answers"}
+    assert again.centroid_counts() == counts and sum(counts.values()) > 10
+    for label in counts:
+        np.testing.assert_array_equal(again.centroids(label), saved[str(label)])
+    # ... so the rows it answered get its answers, in another order, without a new centroid
+    order = np.random.default_rng(8).permutation(120)
+    np.testing.assert_array_equal(
+        again.perturb(_rows(120, 5, seed=7)[order]), saved["answers"][order]
+    )
+    assert again.centroid_counts() == counts
     again.close()
 
 
@@ -449,12 +464,9 @@ def test_sqlite_store_keeps_vectors_bit_exact_and_pickles_as_its_path(tmp_path):
         writer.append_centroid(2, vector)
     clone = pickle.loads(pickle.dumps(store))
     assert clone.path == store.path
-    assert (
-        pickle.loads(
-            pickle.dumps(SQLiteCentroidStore(store.path, synchronous="NORMAL"))
-        ).synchronous
-        == "NORMAL"
-    )
+    normal = SQLiteCentroidStore(store.path, synchronous="NORMAL")
+    assert pickle.loads(pickle.dumps(normal)).synchronous == "NORMAL"
+    normal.close()
     assert clone.view("ns", 2).centroids[0].tobytes() == vector.tobytes()
     with pytest.raises(TypeError, match="cannot be copied or sent to another process"):
         pickle.dumps(MemoryCentroidStore())

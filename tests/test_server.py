@@ -325,6 +325,7 @@ def test_synchronous_applies_to_the_state_and_the_centroid_file(mlp_bundle, tmp_
         assert centroids._connection().execute("PRAGMA synchronous").fetchone()[0] == mode
     assert service.store._conn.execute("PRAGMA synchronous").fetchone()[0] == mode
     service.close()
+    assert centroids._conn is None  # the server closed the centroid file it opened
 
 
 def test_explain_only_when_enabled(mlp_bundle, tmp_path, served, digits):

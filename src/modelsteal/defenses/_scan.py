@@ -27,7 +27,7 @@ import numpy as np
 
 from modelsteal._jit import jit
 
-__all__ = ["first_within", "grid_first_within", "quantize"]
+__all__ = ["first_pin", "first_within", "grid_first_within", "quantize"]
 
 _INF = np.inf
 _HEAD = 16  # coordinates visited first, q's largest

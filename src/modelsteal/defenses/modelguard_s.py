@@ -74,9 +74,10 @@ costs a few operations per centroid read. See ``benchmarks/modelguard_s.py``.
   gave, keyed by the bytes of the clean float64 row. A batch whose rows are all in the memo is
   answered from it without any check, rounding or lookup (a row equal byte for byte to a row
   that passed the checks passes them). Other batches take the full path, which remembers them.
-- *Single rows* that need no change of state (a pin hit or a match that is not fragile) are
-  looked up without the batch machinery: the same rounding (one compiled function rounds for
-  every path), pins and decision, for one row.
+- *Single rows* are looked up without the batch machinery: the same rounding (one compiled
+  function rounds for every path), pins and decision, for one row. A row that needs a change of
+  state (no match, or a fragile one) takes what that lookup learned straight to the write lock,
+  as the batch path does after its own lookup.
 - *A grid over long lists* (:class:`_Grid`) finds, by the triangle inequality with eight
   pivots, the few centroids that can take part in a row's lookup, and decides from them as the
   full scan would. It is used for single rows from ``_GRID_FROM`` centroids in a class and for
@@ -262,7 +263,8 @@ class ModelGuardS(Defense):
           variant never changes (see the module docstring), so the memo only skips the work of
           finding it again. A batch is answered from the memo only if every row is in it;
           rows are only ever remembered after they passed the full checks;
-        - a single row that needs no change of state is looked up without the batch machinery.
+        - a single row is looked up without the batch machinery, and decided under the write
+          lock from that lookup when it needs a change of state (:meth:`_answer_one`).
         """
         memo = self._memo
         if memo is None or type(y) is not np.ndarray or y.dtype != np.float64 or y.ndim != 2:

@@ -108,9 +108,9 @@ class PredictionService:
         self.store.close()
         closer = getattr(self.defense, "close", None)
         if callable(closer):
-            closer()
-        elif self._centroids is not None:
-            self._centroids.close()
+            closer()  # closes only a store the defense made itself ...
+        if self._centroids is not None:
+            self._centroids.close()  # ... so the centroid file the server opened is closed here
 
     # -- rules --------------------------------------------------------------------------------
 
