@@ -25,7 +25,8 @@ batch 1 and 256:
 
 Writes ``benchmarks/results/defenses.{json,md}`` (``--quick``: a smoke run that writes nothing).
 ``--parts`` first runs the detailed scripts ``modelguard_w.py`` (with its 10,000-case exactness
-check), ``modelguard_s.py`` and ``mad.py``, which write their own result files.
+check), ``modelguard_s.py``, ``modelguard_s_memo.py`` and ``mad.py`` (with the arguments of its
+record in docs/benchmarks.md), which write their own result files.
 
     python benchmarks/defenses.py [--quick] [--parts]
 """
@@ -59,7 +60,13 @@ from modelsteal.models import build_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PARTS = ("modelguard_w", "modelguard_s", "mad")
+# the detailed scripts --parts runs, with the arguments of their records in docs/benchmarks.md
+PARTS = {
+    "modelguard_w": [],
+    "modelguard_s": [],
+    "modelguard_s_memo": [],
+    "mad": ["--classes", "100", "--loop-rows", "2", "--bfloat16", "--compiled-floor"],
+}
 CLASSES = (10, 100, 256)
 EPS_S = 0.05
 
@@ -425,8 +432,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     args = parser.parse_args()
     if args.parts:
-        for part in PARTS:
-            cmd = [sys.executable, str(HERE / f"{part}.py"), *(["--quick"] if args.quick else [])]
+        for part, part_args in PARTS.items():
+            if args.quick and part == "modelguard_s_memo":
+                continue  # it has no smoke mode
+            extra = ["--quick"] if args.quick else part_args
+            cmd = [sys.executable, str(HERE / f"{part}.py"), *extra]
             print("$", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
     torch.set_num_threads(1)

@@ -13,11 +13,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # mnist_knockoff.py trains the MNIST target that server_load.py then serves;
-# defenses.py runs modelguard_w.py, modelguard_s.py and mad.py itself.
+# defenses.py --parts runs modelguard_w.py, modelguard_s.py, modelguard_s_memo.py and mad.py.
 SCRIPTS = [
     ["mnist_knockoff.py"],
     ["defenses_mnist.py"],
-    ["defenses.py"],
+    ["defenses.py", "--parts"],
     ["server_load.py", "--model", "runs/bench_mnist/mnist_cnn.pt"],
     ["exact_extraction.py"],
     ["gradient_matching.py"],

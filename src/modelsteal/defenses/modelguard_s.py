@@ -93,6 +93,7 @@ import json
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,7 +211,9 @@ class ModelGuardS(Defense):
         self._metric = "cityblock" if self.norm == "l1" else "euclidean"
         # Answers already given, by the bytes of the clean row (ordered variant only: the
         # non-ordered one may answer a repeated prediction differently, by design).
-        self._memo: dict[bytes, bytes] | None = {} if self.ordered else None
+        # an OrderedDict forgets its oldest entry in O(1); a dict's first entry is found by
+        # skipping the holes its deletions left, which grows with the number of deletions
+        self._memo: OrderedDict[bytes, bytes] | None = OrderedDict() if self.ordered else None
         self._memo_lock = threading.Lock()
         self._geometries: dict[int, _Geometry] = {}
         self._grids: dict[int, _Grid] = {}  # per class, for single-row lookups in long lists
@@ -361,8 +364,8 @@ class ModelGuardS(Defense):
         with self._memo_lock:
             for i in range(0, len(keys), width):
                 memo[keys[i : i + width]] = values[i : i + width]
-            while len(memo) > _MEMO_SIZE:  # forget the oldest (dicts keep insertion order)
-                del memo[next(iter(memo))]
+            while len(memo) > _MEMO_SIZE:  # forget the oldest
+                memo.popitem(last=False)
 
     def _config(self) -> dict[str, Any]:
         return {
