@@ -727,3 +727,27 @@ def test_sqlite_store_synchronous_must_be_full_or_normal(tmp_path):
     ):
         SQLiteCentroidStore(tmp_path / "s.db", synchronous="OFF")
     assert not (tmp_path / "s.db").exists()  # refused before anything was created
+
+
+def test_sqlite_store_refuses_a_file_that_cannot_use_wal(tmp_path, monkeypatch):
+    import sqlite3
+
+    from modelsteal.defenses.stores import CentroidStoreError
+
+    connect = sqlite3.connect
+
+    class NoWal:  # a connection on a file system where SQLite refuses WAL
+        def __init__(self, *args, **kwargs):
+            self._conn = connect(*args, **kwargs)
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL":
+                return self._conn.execute("PRAGMA journal_mode")  # stays 'delete'
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(sqlite3, "connect", NoWal)
+    with pytest.raises(CentroidStoreError, match=r"WAL journal \(it stays in 'delete' mode\)"):
+        SQLiteCentroidStore(tmp_path / "s.db")

@@ -485,7 +485,16 @@ class SQLiteCentroidStore:
                 conn = sqlite3.connect(
                     self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.close()
+                    raise CentroidStoreError(
+                        f"Could not switch the centroid store {self.path!r} to SQLite's WAL "
+                        f"journal (it stays in {mode!r} mode). Readers beside a writer and the "
+                        "durability documented for this store assume WAL, which needs a file "
+                        "system with shared memory (not most network file systems): put the "
+                        "file on a local disk."
+                    )
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
                 conn.executescript(_SCHEMA)  # idempotent; concurrent openers wait on the lock
             except sqlite3.Error as exc:
