@@ -125,9 +125,10 @@ def measure(
     # rows per forward pass, as MAD's
     step = getattr(mad_module, "_IMAGE_CHUNK" if image_fast else "_FORWARD_CHUNK", 1024)
 
+    # as MAD's own passes (only code with proxy_dtype has bfloat16 rows)
     precision = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if proxy_dtype == "bfloat16"
+        mad_module._precision(proxy_dtype, torch.device("cpu"))
+        if proxy_dtype != "float32"
         else contextlib.nullcontext()
     )
 

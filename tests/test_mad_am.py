@@ -158,7 +158,18 @@ def test_bfloat16_proxy_keeps_the_promises(oracle, layer):
     y = np.concatenate([y, _hard_rows()])
     x = np.concatenate([x, _data(len(_hard_rows()), shape=(1, 8, 8), seed=1)[0]])
     kw = {"epsilon": 0.5, "oracle": oracle, "max_grad_layer": layer}
-    out = MAD(proxy_dtype="bfloat16", **kw).perturb(y, x=x)
+    dtypes: set[torch.dtype] = set()  # of every linear layer's output, whichever copy runs
+
+    def record(module, inputs, output):
+        if isinstance(module, torch.nn.Linear):
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        out = MAD(proxy_dtype="bfloat16", **kw).perturb(y, x=x)
+    finally:
+        handle.remove()
+    assert dtypes == {torch.bfloat16}  # the proxy's passes did run in bfloat16
     assert np.all(out >= 0) and np.allclose(out.sum(axis=1), 1.0, atol=1e-12)
     assert np.all(np.abs(out - y).sum(axis=1) <= 0.5 + 1e-9)
     if oracle == "argmax":

@@ -269,7 +269,7 @@ def test_given_top_agrees_with_the_solution_it_describes():
     assert checked > 4 * kinks
 
 
-@pytest.mark.parametrize("c", [2, 10, 47, 48, 100, 256])
+@pytest.mark.parametrize("c", [2, 10, 20, 21, 100, 256])  # 20, 21: around _TOP_FIRST
 def test_exact_solver_matches_highs_on_random_rows(c):
     rng = np.random.default_rng(100 + c)
     y = rng.dirichlet(np.full(c, 0.3), size=40)
@@ -345,22 +345,3 @@ def test_solver_handles_ties_zeros_and_one_class():
             if not info.infeasible[0]:
                 assert out[0].argmax() == y[i].argmax()
     np.testing.assert_array_equal(solve_modelguard_w(np.ones((1, 1)), 0.5), np.ones((1, 1)))
-
-
-def test_compiled_functions_work_where_numba_cannot_cache(monkeypatch):
-    """A read-only install run without a home: numba has nowhere to write its cache and refuses
-    cache=True; ``jit`` then compiles without it instead of failing the import."""
-    from numba import njit
-    from numba.core import caching
-
-    from modelsteal._jit import jit
-
-    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # numba renamed it
-    monkeypatch.setattr(impl, "_locator_classes", [])
-
-    def double(x):
-        return 2 * x
-
-    with pytest.raises(RuntimeError, match="no locator available"):
-        njit(cache=True)(double)
-    assert jit(nogil=True)(double)(21) == 42

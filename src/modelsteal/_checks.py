@@ -131,6 +131,12 @@ def check_inputs(
     return arr
 
 
+EXACT_SUM = 1e-12  # |Σ y − 1| within which check_probabilities returns a row as it is
+# ... and the bound compiled fast paths use to take a row as is without calling it: half of it,
+# since they sum the row in another order than numpy's pairwise sum (a few ulps apart)
+FAST_EXACT_SUM = EXACT_SUM / 2
+
+
 def check_probabilities(
     p: Any, *, n: int | None = None, n_classes: int | None = None, where: str, atol: float = 1e-4
 ) -> np.ndarray:
@@ -167,7 +173,7 @@ def check_probabilities(
             f"row {row} sums to {sums[row]:.6g}, not 1 within {atol:g}"
             " (if the model outputs logits, declare output='logits')",
         )
-    if arr.size == 0 or (arr.min() >= 0 and off.max() <= 1e-12):
+    if arr.size == 0 or (arr.min() >= 0 and off.max() <= EXACT_SUM):
         return arr  # already exact: renormalising again would only add float dust
     arr = np.clip(arr, 0.0, None)
     return arr / arr.sum(axis=1, keepdims=True)

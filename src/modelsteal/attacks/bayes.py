@@ -276,7 +276,7 @@ class PartialBayes:
         defense: str = "none",
         defense_params: dict[str, Any] | None = None,
         *,
-        centre: str | tuple[str, ...] = "returned",
+        centre: str | Sequence[str] = "returned",
         samples_per_query: int = 20,
         concentration: float = 8.0,
         tolerance: float = 0.01,

@@ -329,7 +329,7 @@ class DDAEPlus(_RestorerRecovery):
         defense: str = "none",
         defense_params: dict[str, Any] | None = None,
         *,
-        centre: str | tuple[str, ...] = "returned",
+        centre: str | Sequence[str] = "returned",
         samples_per_query: int = 20,
         concentration: float = 8.0,
         clean: np.ndarray | None = None,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelsteal._checks import check_probabilities
+from modelsteal._checks import EXACT_SUM, check_probabilities
 from modelsteal._registry import Registry
 from modelsteal.errors import InvalidParameterError
 from modelsteal.targets import Target
@@ -74,7 +74,7 @@ class Defense(ABC):
 
 def _onto_simplex(out: np.ndarray) -> np.ndarray:
     """Remove float dust (tiny negatives, sums off by ~1e-16) without moving real mass."""
-    if np.all(out >= 0) and np.all(np.abs(out.sum(axis=1) - 1.0) <= 1e-12):
+    if np.all(out >= 0) and np.all(np.abs(out.sum(axis=1) - 1.0) <= EXACT_SUM):
         return out  # already a probability row: leave it exactly as the defense made it
     out = np.where(out < 0, 0.0, out)
     sums = out.sum(axis=1, keepdims=True)

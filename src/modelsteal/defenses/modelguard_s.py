@@ -100,7 +100,13 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from modelsteal._checks import check_choice, check_float, check_int, check_probabilities
+from modelsteal._checks import (
+    FAST_EXACT_SUM,
+    check_choice,
+    check_float,
+    check_int,
+    check_probabilities,
+)
 from modelsteal.defenses import _scan
 from modelsteal.defenses._base import DEFENSES, Defense, _onto_simplex
 from modelsteal.defenses.stores import (
@@ -123,7 +129,7 @@ _GRID_PIVOTS = 8  # pivots of a grid
 _GRID_TAIL = 256  # centroids appended after a grid before they are merged into it
 _GRID_SKETCH = 16  # coordinates of each centroid a grid keeps together (two cache lines)
 _MEMO_SIZE = 1 << 16  # answered predictions remembered per defense (oldest forgotten first)
-_EXACT_SUM = 5e-13  # |Σ y − 1| within which a row is taken as is (check_probabilities: 1e-12)
+_EXACT_SUM = FAST_EXACT_SUM  # a row taken as is by the compiled path
 _NO_DIST = np.zeros(0)  # _Prefix.dist of the ordered variant (not used)
 _NO_DIST.setflags(write=False)
 
@@ -313,7 +319,7 @@ class ModelGuardS(Defense):
         _check_width(view, n_classes, label)
         rank, fragile = -1, False
         if len(view.pins):
-            rank = int(_scan.first_pin(qs, view.pins, view.pin_ranks, geo.pin_radius)[0])
+            rank = int(_first_pin(qs, view.pins, view.pin_ranks, geo.pin_radius)[0])
         if rank < 0:
             cents = view.centroids
             grid = self._grid(label, cents, geo) if len(cents) >= _GRID_FROM else None

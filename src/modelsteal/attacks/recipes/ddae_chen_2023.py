@@ -111,7 +111,7 @@ def build_plus(
         recovery=DDAEPlus(
             defense,
             defense_params,
-            centre=centre if isinstance(centre, str) else tuple(centre),
+            centre=centre,
             samples_per_query=samples_per_query,
             concentration=concentration,
             refine=refine,

@@ -65,7 +65,7 @@ def build(
         recovery=PartialBayes(
             defense,
             defense_params,
-            centre=centre if isinstance(centre, str) else tuple(centre),
+            centre=centre,
             samples_per_query=samples_per_query,
             concentration=concentration,
             tolerance=tolerance,
