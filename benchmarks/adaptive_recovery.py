@@ -31,7 +31,7 @@ pass, and the ℓ2 recovery distance of 1-QPI and 2-QPI on those rows. Last, the
 
 Writes ``benchmarks/results/adaptive_recovery.{json,md}``.
 
-    python benchmarks/adaptive_recovery.py [--quick]
+    python benchmarks/adaptive_recovery.py [--quick] [--target-epochs N] [--tag SUFFIX]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,16 +110,15 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
         timings[label] = time.perf_counter() - t
         rows[label] = distances(rec, clean)
 
-    def pbayes(**kw):
+    def pbayes(key=None, **kw):  # key: keep the table, for its coverage (measured untimed)
         rec = PartialBayes(name, params, seed=0, **kw)
         out = rec(returned, x)
-        covered[kw.get("centre", "returned") if "refine" not in kw else "refine3"] = coverage(
-            rec.table(), returned
-        )
+        if key is not None:
+            tables[key] = rec.table()
         return out
 
-    covered: dict[str, float] = {}
-    timed("pbayes", lambda: pbayes())
+    tables: dict[str, Any] = {}
+    timed("pbayes", lambda: pbayes("returned"))
     timed("pbayes_refine3", lambda: pbayes(refine=3))
 
     trainer = SubstituteTrainer(config=TrainConfig(epochs=20), min_steps=300)
@@ -148,7 +148,7 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
             returned, x
         ),
     )
-    timed("pbayes_mix", lambda: pbayes(centre=mix, centre_model=models))
+    timed("pbayes_mix", lambda: pbayes("mix", centre=mix, centre_model=models))
 
     def ddae_plus(refine, *, centre="returned", top1_input=False):
         rec = DDAEPlus(
@@ -178,12 +178,8 @@ def recoveries(name, params, x, clean, returned, side, *, epochs, quick):
         return restore(rec.restorer_, returned)
 
     timed("ddae", ddae)
-    timed("pbayes_oracle", lambda: pbayes(centre="oracle_clean", clean=clean))
-    rows["coverage"] = {
-        "returned": covered["returned"],
-        "mix": covered[mix],
-        "oracle": covered["oracle_clean"],
-    }
+    timed("pbayes_oracle", lambda: pbayes("oracle", centre="oracle_clean", clean=clean))
+    rows["coverage"] = {key: coverage(table, returned) for key, table in tables.items()}
     if name == "modelguard_s":
         rows["cluster_mean"] = distances(cluster_mean(returned, clean), clean)
     return rows, timings

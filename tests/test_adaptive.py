@@ -22,7 +22,7 @@ from modelsteal.attacks.bayes import (
     match_table,
     simulated_defense,
 )
-from modelsteal.attacks.ddae import DDAE, DDAEPlus, train_restorer
+from modelsteal.attacks.ddae import DDAE, DDAEPlus, Restorer, train_restorer
 from modelsteal.attacks.recipes import (  # noqa: F401  (registers the adaptive recipes)
     ddae_chen_2023,
     mqpi_tang_2024,
@@ -422,9 +422,16 @@ def test_restorer_top1_input_sees_the_top_class():
         np.eye(3)[[0, 1, 2, 0]], np.eye(3)[[0, 1, 2, 0]], epochs=1, top1_input=True
     )
     assert model.net[0].in_features == 6
+    seen = []
+    handle = model.net[0].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    rows = torch.tensor([[0.5, 0.4999, 0.0001], [0.2, 0.3, 0.5]])
     with torch.no_grad():
-        out = model(torch.tensor([[0.5, 0.4999, 0.0001]]))
+        out = model(rows)
+    handle.remove()
     np.testing.assert_allclose(out.sum(dim=1).numpy(), 1, atol=1e-6)
+    # the first layer sees the rows, then their one-hot top-1 class (even at a near tie)
+    np.testing.assert_array_equal(seen[0][:, :3].numpy(), rows.numpy())
+    np.testing.assert_array_equal(seen[0][:, 3:].numpy(), [[1, 0, 0], [0, 0, 1]])
 
 
 def test_restorer_mse_loss_fits_and_bad_loss_is_refused():
@@ -442,6 +449,27 @@ def test_restorer_mse_loss_fits_and_bad_loss_is_refused():
         on_epoch=lambda e, v: losses.append(v),
     )
     assert losses[-1] < 0.7 * losses[0]
+    # the loss reported (and minimised) is C · mean squared error: one batch of every row, one
+    # epoch, is the untrained restorer's C · MSE on the data
+    first = []
+    train_restorer(
+        perturbed,
+        clean,
+        loss="mse",
+        epochs=1,
+        batch_size=512,
+        seed=0,
+        on_epoch=lambda e, v: first.append(v),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        untrained = Restorer(10)
+    with torch.no_grad():
+        expected = 10 * torch.nn.functional.mse_loss(
+            untrained(torch.from_numpy(perturbed.astype(np.float32))),
+            torch.from_numpy(clean.astype(np.float32)),
+        )
+    assert first[0] == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(InvalidParameterError, match="'loss' parameter of train_restorer"):
         train_restorer(perturbed, clean, loss="huber")
     with pytest.raises(InvalidParameterError, match="'loss' parameter of DDAEPlus"):
@@ -466,7 +494,7 @@ def test_recipes_take_a_mixture_centre_from_a_config_list(name, setting):
             **TINY[name],
         )
         table = recipe.recovery.table_ if name == "ddae_plus" else recipe.recovery
-        assert table.centres == ("returned", "substitute_top1")
+        assert table.centre == ("returned", "substitute_top1")  # the list, made a tuple
         if name == "ddae_plus":
             assert recipe.recovery.top1_input
         result = extract(guarded, recipe, pool=pool, budget=40, seed=0)

@@ -49,6 +49,7 @@ from modelsteal._checks import check_choice, check_float, check_int
 from modelsteal.attacks._base import RECOVERIES, AttackState
 from modelsteal.defenses import Defense, build_defense
 from modelsteal.errors import InputValidationError, InvalidParameterError
+from modelsteal.targets import one_hot
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def fit_centre_model(
     check_choice(centre, name="centre", owner="fit_centre_model", choices=SUBSTITUTE_CENTRES)
     answers = np.asarray(answers, dtype=np.float64)
     n_classes = answers.shape[1]
-    targets = answers if centre == "substitute" else np.eye(n_classes)[answers.argmax(axis=1)]
+    targets = answers if centre == "substitute" else one_hot(answers.argmax(axis=1), n_classes)
     trainer = trainer if trainer is not None else SubstituteTrainer()
     return trainer.fit(x, targets, input_shape=input_shape, n_classes=n_classes, seed=seed)
 
@@ -300,6 +301,7 @@ class PartialBayes:
         for name in names:
             check_choice(name, name="centre", owner=owner, choices=CENTRES)
         self.centre = centre if isinstance(centre, str) else names
+        self.centres = names  # a tuple even for a single centre
         self.samples_per_query = check_int(
             samples_per_query, name="samples_per_query", owner=owner, low=1
         )
@@ -327,11 +329,6 @@ class PartialBayes:
         self.workers = workers
         self._reset(np.random.default_rng(self.seed))
 
-    @property
-    def centres(self) -> tuple[str, ...]:
-        """The centre names, a tuple even for a single centre."""
-        return (self.centre,) if isinstance(self.centre, str) else tuple(self.centre)
-
     def _centre_model(self, name: str) -> Any:
         if isinstance(self.centre_model, dict):
             return self.centre_model.get(name)
@@ -352,12 +349,12 @@ class PartialBayes:
         ]
         if not needed:
             return
-        answers = state.answers()
+        answers, inputs = state.answers(), state.inputs()
         models = dict(self.centre_model) if isinstance(self.centre_model, dict) else {}
         for name in needed:
             models[name] = fit_centre_model(
                 name,
-                state.inputs(),
+                inputs,
                 answers,
                 trainer=self.trainer,
                 input_shape=state.input_shape,

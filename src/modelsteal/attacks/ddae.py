@@ -81,7 +81,8 @@ class Restorer(nn.Module):
         return torch.softmax(self.net(y), dim=1)
 
 
-LOSSES = ("l1", "mse")
+_LOSS_FUNCTIONS = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}
+LOSSES = tuple(_LOSS_FUNCTIONS)
 
 
 def train_restorer(
@@ -119,11 +120,7 @@ def train_restorer(
     epochs = check_int(epochs, name="epochs", owner=owner, low=1)
     batch_size = check_int(batch_size, name="batch_size", owner=owner, low=2)
     check_float(lr, name="lr", owner=owner, low=0, low_open=True)
-    loss_fn = (
-        nn.functional.l1_loss
-        if check_choice(loss, name="loss", owner=owner, choices=LOSSES) == "l1"
-        else nn.functional.mse_loss
-    )
+    loss_fn = _LOSS_FUNCTIONS[check_choice(loss, name="loss", owner=owner, choices=LOSSES)]
     n, c = P.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
