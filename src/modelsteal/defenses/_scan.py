@@ -103,9 +103,7 @@ def _visiting_order(q, head):  # pragma: no cover - compiled
     c = q.shape[0]
     h = min(head, c)
     order = np.empty(c, dtype=np.int64)
-    for k in range(h):  # insertion into the sorted head: a few comparisons per coordinate
-        order[k] = -1
-    filled = 0
+    filled = 0  # insertion into the sorted head: a few comparisons per coordinate
     for idx in range(c):
         v = q[idx]
         if filled == h and v <= q[order[h - 1]]:
